@@ -1,0 +1,21 @@
+"""The one exception family every animeface error belongs to."""
+
+
+class AnimefaceError(Exception):
+    """Base class: catch this to handle any animeface failure."""
+
+
+class ImageError(AnimefaceError, ValueError):
+    """An input could not be read as an image (empty, truncated, not an image, too big)."""
+
+
+class ModelError(AnimefaceError):
+    """A model file is missing, failed to download or failed its checksum."""
+
+
+class GalleryError(AnimefaceError):
+    """A saved gallery is missing, damaged, or does not fit the embedder in use."""
+
+
+class BackboneMismatchError(GalleryError):
+    """A gallery was made with another backbone, so its vectors cannot be compared."""

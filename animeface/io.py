@@ -1,0 +1,159 @@
+"""Images in: one loader for paths, bytes, numpy arrays and PIL images.
+
+Everything downstream gets an RGB uint8 array of shape (H, W, 3). Files are
+decoded by content, never by extension, and each failure is an ImageError that
+names the input.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import ImageError
+
+ImageLike = Union[str, os.PathLike, bytes, bytearray, np.ndarray, Image.Image]
+
+#: Refuse images above this many pixels (decompression-bomb guard); override with
+#: the environment variable ANIMEFACE_MAX_PIXELS.
+DEFAULT_MAX_PIXELS = 80_000_000
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif")
+
+
+def max_pixels() -> int:
+    return int(os.environ.get("ANIMEFACE_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+
+
+def describe(src: ImageLike) -> str:
+    """A short name for an input, for error messages and reports."""
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    if isinstance(src, (bytes, bytearray)):
+        return f"<{len(src)} bytes>"
+    if isinstance(src, np.ndarray):
+        return f"<array {src.shape} {src.dtype}>"
+    if isinstance(src, Image.Image):
+        return getattr(src, "filename", "") or f"<PIL image {src.mode} {src.size}>"
+    return f"<{type(src).__name__}>"
+
+
+def load_image(src: ImageLike) -> np.ndarray:
+    """Decode any image-like input into an RGB uint8 array.
+
+    Handles EXIF rotation, grayscale, alpha (composited on white), palette, CMYK,
+    16-bit and float data, and animated files (first frame). Raises ImageError
+    naming the input when it is empty, truncated, not an image or too large.
+    """
+    name = describe(src)
+    if isinstance(src, np.ndarray):
+        return _array_to_rgb(src, name)
+    if isinstance(src, Image.Image):
+        return _pil_to_rgb(src, name)
+    if isinstance(src, (bytes, bytearray)):
+        if not src:
+            raise ImageError(f"{name}: empty input, no image data")
+        return _decode(io.BytesIO(bytes(src)), name)
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.is_file():
+            raise ImageError(f"{name}: no such file")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{name}: empty file (0 bytes)")
+        with open(path, "rb") as fh:
+            return _decode(fh, name)
+    raise ImageError(f"{name}: not an image input; pass a path, bytes, a numpy array or a PIL image")
+
+
+def _decode(fh, name: str) -> np.ndarray:
+    limit = max_pixels()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fh)
+            if img.width * img.height > limit:
+                raise ImageError(
+                    f"{name}: {img.width}x{img.height} pixels is over the limit of {limit}; "
+                    "set ANIMEFACE_MAX_PIXELS to allow larger images"
+                )
+            img.seek(0)  # animated GIF/WebP/APNG: the first frame
+            img.load()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: too many pixels ({exc}); set ANIMEFACE_MAX_PIXELS to allow it") from exc
+    except Exception as exc:  # PIL raises many types for bad data
+        raise ImageError(f"{name}: not a readable image ({exc})") from exc
+    return _pil_to_rgb(img, name)
+
+
+def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block should not lose the picture
+        pass
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return _array_to_rgb(np.asarray(img), name)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageError(f"{name}: expected an (H, W), (H, W, 3) or (H, W, 4) array")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageError(f"{name}: the array has no pixels")
+    if arr.shape[0] * arr.shape[1] > max_pixels():
+        raise ImageError(f"{name}: {arr.shape[1]}x{arr.shape[0]} pixels is over the limit of {max_pixels()}")
+    arr = _to_uint8(arr, name)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.shape[2] == 4:
+        alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
+        arr = (arr[:, :, :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageError(f"{name}: the array holds NaN or infinite values")
+        scale = 255.0 if arr.max() <= 1.0 else 1.0
+        return np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        top = 65535 if arr.max() > 255 else 255
+        return np.clip(arr.astype(np.float64) * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+    raise ImageError(f"{name}: unsupported array type {arr.dtype}")
+
+
+def iter_image_files(paths) -> list[Path]:
+    """Expand files and folders (walked recursively, sorted) into a list of files.
+
+    Folders contribute files whose suffix looks like an image; files named
+    explicitly are kept whatever their suffix, since content decides.
+    """
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
