@@ -44,14 +44,15 @@ def describe(src: ImageLike) -> str:
     return f"<{type(src).__name__}>"
 
 
-def load_image(src: ImageLike) -> np.ndarray:
+def load_image(src: ImageLike, name: str | None = None) -> np.ndarray:
     """Decode any image-like input into an RGB uint8 array.
 
     Handles EXIF rotation, grayscale, alpha (composited on white), palette, CMYK,
     16-bit and float data, and animated files (first frame). Raises ImageError
-    naming the input when it is empty, truncated, not an image or too large.
+    naming the input (or `name`, for bytes read from a known file) when it is
+    empty, truncated, not an image or too large.
     """
-    name = describe(src)
+    name = name or describe(src)
     if isinstance(src, np.ndarray):
         return _array_to_rgb(src, name)
     if isinstance(src, Image.Image):

@@ -1,0 +1,349 @@
+"""Name faces: detect -> crop -> embed -> gallery + softmax head -> a name, or unknown.
+
+The rule: a face gets the head's top name only when both the softmax probability
+of that name and the cosine similarity to that character's nearest enrolled
+vector clear their thresholds (see thresholds.py for how they are calibrated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .crop import DEFAULT_MARGIN, crop_face, whole_image
+from .detect import Box, Detector
+from .embed import DEFAULT_COLOUR_WEIGHT, Embedder
+from .errors import BackboneMismatchError, GalleryError, ImageError
+from .gallery import Gallery
+from .head import SoftmaxHead
+from .io import ImageLike, describe, iter_image_files, load_image
+from .thresholds import Thresholds, calibrate
+
+FACE_MODES = ("detect", "whole", "auto")
+NEIGHBOURS = 100
+TOP_CANDIDATES = 5
+
+
+@dataclass
+class Face:
+    """One face: where it is, who it is (None when unknown), how sure, and the best guesses."""
+
+    box: Box
+    label: str | None
+    score: float
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "box_score": self.box.score, "label": self.label,
+                "score": self.score, "candidates": [[n, s] for n, s in self.candidates]}
+
+
+@dataclass
+class EnrollReport:
+    """What enroll used and what it skipped, with reasons."""
+
+    name: str
+    used: list[dict] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.name}: {len(self.used)} face(s) enrolled, {len(self.skipped)} skipped"]
+        lines += [f"  skipped {src}: {why}" for src, why in self.skipped]
+        return "\n".join(lines)
+
+
+def default_gallery_path() -> Path:
+    """ANIMEFACE_HOME, else $XDG_DATA_HOME/animeface/gallery, else ~/.local/share/animeface/gallery."""
+    if os.environ.get("ANIMEFACE_HOME"):
+        return Path(os.environ["ANIMEFACE_HOME"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "animeface" / "gallery"
+
+
+def validate_name(name: str) -> str:
+    """Character names become folder names when sorting, so they must be safe ones."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a character name must be a non-empty string, got {name!r}")
+    name = name.strip()
+    if any(c in name for c in '/\\\0') or name in (".", "..") or name.startswith((".", "_")) \
+            or any(ord(c) < 32 for c in name):
+        raise ValueError(f"character name {name!r} must not contain slashes or control characters, "
+                         "or start with '.' or '_' (reserved for sort's own folders)")
+    return name
+
+
+class Recognizer:
+    """A gallery of enrolled characters, and the pipeline that names faces against it."""
+
+    def __init__(self, path: os.PathLike | None = None, *, backbone=None, cascade=None,
+                 colour_weight: float | None = None, similarity_threshold: float | None = None,
+                 probability_threshold: float | None = None, margin: float = DEFAULT_MARGIN,
+                 detector: Detector | None = None, progress: bool | None = None):
+        self.path = Path(path) if path is not None else default_gallery_path()
+        self.margin = margin
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self._cascade = cascade
+        self._detector = detector
+        self._user_thresholds = (similarity_threshold, probability_threshold)
+        self.head: SoftmaxHead | None = None
+        if (self.path / "gallery.json").is_file() or (self.path.with_name(self.path.name + ".old") / "gallery.json").is_file():
+            gallery, head_arrays, description = Gallery.load(self.path)
+            stored_weight = gallery.preprocessing.get("colour_weight", DEFAULT_COLOUR_WEIGHT)
+            if colour_weight is not None and colour_weight != stored_weight:
+                raise GalleryError(f"{self.path}: gallery was made with colour_weight={stored_weight}, "
+                                   f"not {colour_weight}")
+            self.embedder = Embedder(backbone, colour_weight=stored_weight,
+                                     input_size=gallery.preprocessing.get("input_size", 299))
+            if self.embedder.backbone_id != gallery.backbone_id:
+                raise BackboneMismatchError(
+                    f"{self.path}: this gallery's vectors come from backbone {gallery.backbone_id!r}, but the "
+                    f"backbone in use is {self.embedder.backbone_id!r}; open it with that backbone "
+                    "(backbone=... or ANIMEFACE_BACKBONE) or enroll the characters again")
+            self.gallery = gallery
+            self.head = SoftmaxHead.from_arrays(head_arrays) if head_arrays else None
+            stored = description.get("thresholds")
+            self._thresholds = Thresholds(**stored) if stored else None
+        else:
+            self.embedder = Embedder(backbone, colour_weight=DEFAULT_COLOUR_WEIGHT if colour_weight is None
+                                     else colour_weight)
+            self.gallery = Gallery(self.embedder.backbone_id, self.embedder.dim, self.embedder.preprocessing)
+            self._thresholds = None
+        if self._thresholds is None:
+            self._refit()
+
+    @classmethod
+    def open(cls, path: os.PathLike, **kwargs) -> "Recognizer":
+        """Open an existing gallery folder; a missing one is an error (use Recognizer(path) to create)."""
+        if not (Path(path) / "gallery.json").is_file():
+            raise GalleryError(f"{path}: no gallery here (no gallery.json); Recognizer(path) creates a new one")
+        return cls(path, **kwargs)
+
+    # -- the public verbs --------------------------------------------------------
+
+    @property
+    def characters(self) -> dict[str, int]:
+        """Enrolled names with their sample counts."""
+        return self.gallery.characters
+
+    @property
+    def thresholds(self) -> Thresholds:
+        sim, prob = self._user_thresholds
+        if sim is None and prob is None:
+            return self._thresholds
+        return Thresholds(self._thresholds.similarity if sim is None else float(sim),
+                          self._thresholds.probability if prob is None else float(prob), "user")
+
+    @property
+    def detector(self) -> Detector:
+        if self._detector is None:
+            self._detector = Detector(self._cascade)
+        return self._detector
+
+    def enroll(self, name: str, images, faces: str = "auto") -> EnrollReport:
+        """Add a character from pictures (paths, folders, bytes, arrays or PIL images).
+
+        Each picture gives one face: with several detected, the largest. Pictures
+        already enrolled for this name, unreadable ones and faceless ones are
+        skipped and listed in the report.
+        """
+        name = validate_name(name)
+        _check_faces(faces)
+        if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) or not hasattr(images, "__iter__"):
+            images = [images]
+        report = EnrollReport(name)
+        crops, entries, seen = [], [], set()
+        for src in self._progress(_expand(images), "enroll " + name):
+            label = describe(src)
+            try:
+                data = Path(src).read_bytes() if isinstance(src, (str, os.PathLike)) else src
+            except OSError as exc:
+                report.skipped.append((label, f"cannot read the file ({exc.strerror})"))
+                continue
+            digest = _sha256(data)
+            if digest in seen or self.gallery.has(name, digest):
+                report.skipped.append((label, f"already enrolled as {name}"))
+                continue
+            try:
+                boxes, face_crops = self.face_crops(load_image(data, name=label), faces)
+            except ImageError as exc:
+                report.skipped.append((label, str(exc)))
+                continue
+            if not boxes:
+                report.skipped.append((label, "no face found (pass faces='whole' if it is already a face crop)"))
+                continue
+            largest = max(range(len(boxes)), key=lambda i: boxes[i].w * boxes[i].h)
+            seen.add(digest)
+            crops.append(face_crops[largest])
+            entry = {"label": name, "source": label, "sha256": digest, "box": list(boxes[largest])}
+            entries.append(entry)
+            report.used.append({"source": label, "box": list(boxes[largest]), "faces_found": len(boxes)})
+        if crops:
+            self.gallery.add(self.embedder.embed(np.stack(crops)), entries)
+            self._refit()
+        return report
+
+    def identify(self, image: ImageLike, faces: str = "detect") -> list[Face]:
+        """The faces in one picture, each named or unknown (label None)."""
+        _check_faces(faces)
+        boxes, crops = self.face_crops(load_image(image), faces)
+        return self.name_faces(self.embedder.embed(np.stack(crops)) if crops else None, boxes)
+
+    def identify_batch(self, images, faces: str = "detect") -> list[list[Face]]:
+        """identify() for many pictures, embedded in batches. An unreadable picture gives
+        a warning naming it and an empty list, and the batch carries on."""
+        _check_faces(faces)
+        images = list(images)
+        results: list[list[Face]] = []
+        chunk = self.embedder.batch_size
+        bar = self._progress(None, "identify", total=len(images))
+        for start in range(0, len(images), chunk):
+            found = []
+            for src in images[start:start + chunk]:
+                try:
+                    found.append(self.face_crops(load_image(src), faces))
+                except ImageError as exc:
+                    warnings.warn(str(exc), stacklevel=2)
+                    found.append(([], []))
+            all_crops = [c for _, crops in found for c in crops]
+            vectors = self.embedder.embed(np.stack(all_crops)) if all_crops else None
+            offset = 0
+            for boxes, _ in found:
+                results.append(self.name_faces(None if vectors is None else vectors[offset:offset + len(boxes)], boxes))
+                offset += len(boxes)
+            bar.update(len(found))
+        bar.close()
+        return results
+
+    def forget(self, name: str) -> int:
+        """Remove a character; returns how many faces went. Unknown names raise KeyError."""
+        if name not in self.characters:
+            raise KeyError(f"{name!r} is not enrolled; enrolled: {', '.join(self.characters) or 'nobody'}")
+        removed = self.gallery.remove(name)
+        self._refit()
+        return removed
+
+    def save(self) -> Path:
+        """Write the gallery atomically to its folder; returns the folder."""
+        self.gallery.save(self.path, self.head.to_arrays() if self.head else None,
+                          {"thresholds": asdict(self._thresholds)})
+        return self.path
+
+    # -- stages, for pipelines that run them apart (sort) ------------------------
+
+    def face_crops(self, rgb: np.ndarray, faces: str) -> tuple[list[Box], list[np.ndarray]]:
+        """Boxes and embedder-sized crops for one decoded picture, per the faces= mode."""
+        size = self.embedder.input_size
+        boxes = [] if faces == "whole" else self.detector.detect(rgb)
+        if boxes:
+            return boxes, [crop_face(rgb, b, size, self.margin) for b in boxes]
+        if faces == "detect":
+            return [], []
+        h, w = rgb.shape[:2]
+        return [Box(0, 0, w, h, 1.0)], [whole_image(rgb, size)]
+
+    def name_faces(self, vectors: np.ndarray | None, boxes: list[Box]) -> list[Face]:
+        """Apply the decision rule to embedded faces."""
+        if not boxes:
+            return []
+        if not len(self.gallery):
+            return [Face(b, None, 1.0, []) for b in boxes]
+        thresholds = self.thresholds
+        sims, rows = self.gallery.search(vectors, NEIGHBOURS)
+        labels = self.gallery.labels
+        out = []
+        for box, sim_row, row_ids in zip(boxes, sims, rows):
+            nearest: dict[str, float] = {}
+            for s, r in zip(sim_row, row_ids):
+                if r >= 0:
+                    nearest.setdefault(labels[r], float(s))
+            out.append((box, nearest))
+        if self.head is None:  # one character: similarity alone
+            name = labels[0]
+            return [_decide(box, [(name, max(0.0, nearest.get(name, 0.0)))], nearest.get(name, -1.0) >= thresholds.similarity)
+                    for box, nearest in out]
+        probs = self.head.predict_proba(vectors)
+        faces = []
+        for (box, nearest), p in zip(out, probs):
+            order = np.argsort(-p)[:TOP_CANDIDATES]
+            candidates = [(self.head.classes[i], float(p[i])) for i in order]
+            top, top_p = candidates[0]
+            accepted = top_p >= thresholds.probability and nearest.get(top, -1.0) >= thresholds.similarity
+            faces.append(_decide(box, candidates, accepted))
+        return faces
+
+    # -- internals ---------------------------------------------------------------
+
+    def _refit(self) -> None:
+        labels = self.gallery.labels
+        n_classes = len(set(labels))
+        self.head = SoftmaxHead().fit(self.gallery.vectors, labels, warm_start=self.head) if n_classes >= 2 else None
+        self._thresholds = calibrate(self.gallery.vectors, labels)
+
+    def _progress(self, items, desc, total=None):
+        from tqdm import tqdm
+
+        return tqdm(items, desc=desc, total=total, unit="img", disable=not self.progress)
+
+
+def _decide(box: Box, candidates: list[tuple[str, float]], accepted: bool) -> Face:
+    top, top_score = candidates[0]
+    if accepted:
+        return Face(box, top, top_score, candidates)
+    return Face(box, None, 1.0 - top_score, candidates)
+
+
+def _check_faces(faces: str) -> None:
+    if faces not in FACE_MODES:
+        raise ValueError(f"faces must be one of {', '.join(FACE_MODES)}; got {faces!r}")
+
+
+def _expand(images) -> list:
+    """Paths and folders become files (folders walked); other inputs pass through."""
+    out = []
+    for src in images:
+        if isinstance(src, (str, os.PathLike)):
+            out.extend(iter_image_files([src]))
+        else:
+            out.append(src)
+    return out
+
+
+def _sha256(data) -> str:
+    if isinstance(data, np.ndarray):
+        return hashlib.sha256(np.ascontiguousarray(data).tobytes() + str(data.shape).encode()).hexdigest()
+    if hasattr(data, "tobytes"):  # PIL image
+        return hashlib.sha256(data.tobytes() + str(data.size).encode()).hexdigest()
+    return hashlib.sha256(bytes(data)).hexdigest()
+
+
+_default: Recognizer | None = None
+
+
+def default_recognizer() -> Recognizer:
+    """The recognizer on the default gallery, reopened when ANIMEFACE_HOME or the backbone changes."""
+    global _default
+    from .embed import resolve_backbone
+
+    path = default_gallery_path()
+    if _default is None or _default.path != path or _default.embedder.spec != resolve_backbone(None):
+        _default = Recognizer(path)
+    return _default
+
+
+def enroll(name: str, images, faces: str = "auto") -> EnrollReport:
+    """Enroll a character into the default gallery and save it."""
+    rec = default_recognizer()
+    report = rec.enroll(name, images, faces=faces)
+    rec.save()
+    return report
+
+
+def identify(image: ImageLike, faces: str = "detect") -> list[Face]:
+    """Name the faces in a picture against the default gallery."""
+    return default_recognizer().identify(image, faces=faces)
