@@ -36,6 +36,10 @@ COLOUR_DIM = HUE_BINS * SAT_BINS + GREY_BINS
 CNN_DIM = 2048
 
 
+#: Loaded networks, shared by every Embedder of the same backbone and input size.
+_LOADED: dict = {}
+
+
 def resolve_backbone(backbone: str | os.PathLike | None) -> str:
     """The backbone spec in force: the argument, else ANIMEFACE_BACKBONE, else the default."""
     return str(backbone or os.environ.get("ANIMEFACE_BACKBONE") or DEFAULT_BACKBONE)
@@ -74,7 +78,6 @@ class Embedder:
         self.input_size = int(input_size)
         self.batch_size = int(batch_size)
         self.backbone_id, self._load = self._identify(self.spec)
-        self._forward = None
 
     @property
     def dim(self) -> int:
@@ -92,9 +95,11 @@ class Embedder:
             raise ValueError(f"crops must have shape (n, {self.input_size}, {self.input_size}, 3), got {crops.shape}")
         if len(crops) == 0:
             return np.zeros((0, self.dim), np.float32)
-        if self._forward is None:
-            self._forward = self._load()
-        cnn = np.concatenate([self._forward(crops[i:i + self.batch_size]).numpy()
+        key = (self.backbone_id, self.input_size)
+        if key not in _LOADED:
+            _LOADED[key] = self._load()
+        forward = _LOADED[key]
+        cnn = np.concatenate([forward(crops[i:i + self.batch_size]).numpy()
                               for i in range(0, len(crops), self.batch_size)]).astype(np.float32)
         cnn /= np.maximum(np.linalg.norm(cnn, axis=1, keepdims=True), 1e-12)
         if self.colour_weight == 0:
