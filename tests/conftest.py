@@ -1,0 +1,61 @@
+"""Shared fixtures: real data from ../shared/data, the real cascade, and an isolated environment.
+
+The backbone is always named explicitly as RANDOM_BACKBONE (the real Inception-v3
+architecture with seeded random weights): ImageNet weights cannot be downloaded here.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+CASCADE = SHARED / "cascades" / "lbpcascade_animeface.xml"
+HOLOEN = SHARED / "faces" / "holoen20"
+RANDOM_BACKBONE = "random-init:0"
+#: Characters with clearly different colouring, so a small test gallery is meaningful.
+CHARACTERS = ("gura", "calli", "kiara", "fauna")
+ENROLL_SHOTS = 6
+TEST_SHOTS = 4
+
+
+def crops(character: str, start: int, count: int) -> list[Path]:
+    return sorted((HOLOEN / character).iterdir())[start:start + count]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"test data missing: {SHARED} (the shared data folder must sit beside the project)")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Each test gets its own default gallery and download cache, and the shared cascade."""
+    monkeypatch.setenv("ANIMEFACE_HOME", str(tmp_path / "home-gallery"))
+    monkeypatch.setenv("ANIMEFACE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ANIMEFACE_CASCADE", str(CASCADE))
+    monkeypatch.delenv("ANIMEFACE_BACKBONE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def built_gallery(tmp_path_factory, shared_data):
+    """A saved gallery of four characters, six face crops each, made through the public API."""
+    import animeface
+
+    path = tmp_path_factory.mktemp("gallery") / "four"
+    rec = animeface.Recognizer(path, backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
+    for name in CHARACTERS:
+        rec.enroll(name, crops(name, 0, ENROLL_SHOTS), faces="whole")
+    rec.save()
+    return path
+
+
+@pytest.fixture
+def gallery_copy(built_gallery, tmp_path) -> Path:
+    """A private copy of the built gallery that a test may change."""
+    target = tmp_path / "gallery"
+    shutil.copytree(built_gallery, target)
+    return target

@@ -1,0 +1,78 @@
+"""Model files: pinned, verified, cached atomically; offline gives a clear error.
+
+The network cannot be reached here, so urlopen is replaced by one that serves
+the real cascade bytes from ../shared/data (or fails, for the offline case).
+"""
+
+import io
+import urllib.error
+import urllib.request
+
+import pytest
+
+import animeface
+from animeface import models
+from animeface.detect import cascade_path
+
+from conftest import CASCADE
+
+
+class FakeResponse(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def serve(monkeypatch, payload):
+    calls = []
+
+    def fake_urlopen(url, timeout=None):
+        calls.append(url)
+        if isinstance(payload, Exception):
+            raise payload
+        return FakeResponse(payload)
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    return calls
+
+
+def test_manifest_pins_the_cascade_and_the_keras_weights():
+    entries = models.manifest()
+    cascade = entries["lbpcascade_animeface"]
+    assert cascade.sha256 == models.sha256_file(CASCADE)
+    assert cascade.size == CASCADE.stat().st_size
+    weights = entries["inception_v3_imagenet_notop"]
+    assert weights.size == 87_596_580 and weights.url.endswith("_notop.h5")
+
+
+def test_download_is_verified_cached_and_reused(monkeypatch, tmp_path):
+    calls = serve(monkeypatch, CASCADE.read_bytes())
+    path = models.fetch("lbpcascade_animeface", progress=False)
+    assert path.parent == tmp_path / "cache"
+    assert path.read_bytes() == CASCADE.read_bytes()
+    assert models.fetch("lbpcascade_animeface", progress=False) == path
+    assert len(calls) == 1, "a verified cached file is not downloaded again"
+
+
+def test_corrupt_download_is_rejected_and_leaves_nothing(monkeypatch, tmp_path):
+    serve(monkeypatch, CASCADE.read_bytes()[:-10] + b"tampered!!")
+    with pytest.raises(animeface.ModelError, match="does not match"):
+        models.fetch("lbpcascade_animeface", progress=False)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_offline_error_names_the_file_and_the_variable(monkeypatch):
+    monkeypatch.delenv("ANIMEFACE_CASCADE")
+    serve(monkeypatch, urllib.error.URLError("no network"))
+    with pytest.raises(animeface.ModelError) as err:
+        cascade_path()
+    assert "lbpcascade_animeface.xml" in str(err.value) and "ANIMEFACE_CASCADE" in str(err.value)
+
+
+def test_environment_variable_points_at_a_local_cascade(monkeypatch, tmp_path):
+    assert cascade_path() == CASCADE
+    monkeypatch.setenv("ANIMEFACE_CASCADE", str(tmp_path / "missing.xml"))
+    with pytest.raises(animeface.ModelError, match="does not exist"):
+        cascade_path()
