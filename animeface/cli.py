@@ -144,7 +144,7 @@ def cmd_detect(args) -> int:
             continue
         if rec:
             faces = rec.identify(rgb)
-            boxes, labels = [f.box for f in faces], [f.label or "unknown" for f in faces]
+            boxes, labels = [f.box for f in faces], [f"{f.label or 'unknown'} {f.score:.2f}" for f in faces]
         else:
             boxes, labels = detector.detect(rgb), None
         target = _free_name(out / (path.stem + ".jpg"))
