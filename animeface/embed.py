@@ -30,7 +30,7 @@ TFHUB_INCEPTION_V3 = "https://tfhub.dev/google/imagenet/inception_v3/feature_vec
 DEFAULT_INPUT_SIZE = 299
 #: Weight of the colour histogram against the CNN vector (both unit length before
 #: weighting); chosen by measurement on faces/holoen20, see benchmarks/colour_feature.py.
-DEFAULT_COLOUR_WEIGHT = 0.5
+DEFAULT_COLOUR_WEIGHT = 0.02
 HUE_BINS, SAT_BINS, GREY_BINS = 16, 4, 8
 COLOUR_DIM = HUE_BINS * SAT_BINS + GREY_BINS
 CNN_DIM = 2048
@@ -45,17 +45,19 @@ def resolve_backbone(backbone: str | os.PathLike | None) -> str:
     return str(backbone or os.environ.get("ANIMEFACE_BACKBONE") or DEFAULT_BACKBONE)
 
 
-def colour_histogram(crop: np.ndarray) -> np.ndarray:
+def colour_histogram(crop: np.ndarray, bins: tuple[int, int, int] = (HUE_BINS, SAT_BINS, GREY_BINS)) -> np.ndarray:
     """Hue x saturation histogram of coloured pixels plus a value histogram of grey ones.
 
     Hair and eye colours are strong cues for who an anime character is (ToonNet's
-    "feature inserted network" idea). Square-rooted and L2-normalised.
+    "feature inserted network" idea). Square-rooted and L2-normalised. `bins` is
+    (hue, saturation, grey), for measuring other layouts.
     """
+    hue_bins, sat_bins, grey_bins = bins
     hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV)
     h, s, v = (hsv[:, :, i].ravel() for i in range(3))
     coloured = (s >= 40) & (v >= 40)
-    hs = np.histogram2d(h[coloured], s[coloured], bins=(HUE_BINS, SAT_BINS), range=((0, 180), (40, 256)))[0].ravel()
-    grey = np.histogram(v[~coloured], bins=GREY_BINS, range=(0, 256))[0]
+    hs = np.histogram2d(h[coloured], s[coloured], bins=(hue_bins, sat_bins), range=((0, 180), (40, 256)))[0].ravel()
+    grey = np.histogram(v[~coloured], bins=grey_bins, range=(0, 256))[0]
     hist = np.sqrt(np.concatenate([hs, grey]).astype(np.float32) / h.size)
     return hist / max(float(np.linalg.norm(hist)), 1e-12)
 
