@@ -25,6 +25,8 @@ DEFAULT_PENALTY = 0.05
 #: Rows given leave-one-out probabilities (a seeded sample above this): they fit the
 #: softmax temperature (a scalar: a sample is plenty) and the thresholds.
 LEAVE_ONE_OUT_ROWS = 3000
+#: Of those, at most this many fit the temperature.
+TEMPERATURE_ROWS = 1000
 
 
 class SoftmaxHead:
@@ -69,12 +71,14 @@ class SoftmaxHead:
         else:  # primal form: a dim x dim system; A.T @ Y is the per-class sums of A
             factor = cho_factor(np.asarray(A.T @ A, np.float64) + lam * np.eye(dim), lower=True)
             W = cho_solve(factor, np.asarray(onehot @ A, np.float64).T)
-            sample = A[rows].astype(np.float64)
-            leverage = (solve_triangular(factor[0], sample.T, lower=True) ** 2).sum(axis=0)
+            sample = A[rows]
+            leverage = (solve_triangular(factor[0], sample.T.astype(np.float64), lower=True) ** 2).sum(axis=0)
             Y = onehot[:, rows].T.toarray() - mean_y
-            loo = (sample @ W - leverage[:, None] * Y) / (1.0 - leverage)[:, None]
+            loo = (sample @ W.astype(np.float32) - leverage[:, None] * Y) / (1.0 - leverage)[:, None]
         loo += mean_y
-        temperature = _temperature(loo, y[rows])
+        loo = loo.astype(np.float32)
+        every = -(-len(rows) // TEMPERATURE_ROWS)  # spread over the classes, rows are sorted
+        temperature = _temperature(loo[::every], y[rows[::every]])
         self.classes = classes
         self.coef = (temperature * W).astype(np.float32)
         self.intercept = (temperature * (mean_y - mean_x @ W)).astype(np.float32)

@@ -283,7 +283,7 @@ class Recognizer:
         labels = self.gallery.labels
         n_classes = len(set(labels))
         self.head = SoftmaxHead().fit(self.gallery.vectors, labels, warm_start=self.head) if n_classes >= 2 else None
-        self._thresholds = calibrate(self.gallery.vectors, labels)
+        self._thresholds = calibrate(self.gallery.vectors, labels, self.head)
 
     def _progress(self, items, desc, total=None):
         from tqdm import tqdm
