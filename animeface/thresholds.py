@@ -36,7 +36,7 @@ def calibrate(vectors: np.ndarray, labels: list[str], head: SoftmaxHead | None =
     the head names it right, a loss when it names it wrong) and once as a stranger,
     with its own character's softmax column removed and the rest renormalised,
     which is what the softmax would say had that character never been enrolled
-    (a loss when accepted). The pair of thresholds with the best net gain wins.
+    (a loss when accepted); _best_pair weighs them.
     The ridge head gives exact leave-one-out probabilities from its fit: pass the
     head just fitted on these vectors to reuse them, else one is fitted here.
     """
