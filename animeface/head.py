@@ -27,6 +27,8 @@ DEFAULT_PENALTY = 0.05
 LEAVE_ONE_OUT_ROWS = 3000
 #: Of those, at most this many fit the temperature.
 TEMPERATURE_ROWS = 1000
+#: Share of each held-out label spread over all classes when fitting the temperature.
+LABEL_SMOOTHING = 0.05
 
 
 class SoftmaxHead:
@@ -103,10 +105,13 @@ class SoftmaxHead:
 
 
 def _temperature(scores: np.ndarray, y: np.ndarray) -> float:
-    """The logit scale minimising the held-out log loss of softmax(scale * scores)."""
-    picked = np.arange(len(y))
+    """The logit scale minimising the held-out log loss of softmax(scale * scores) against
+    lightly smoothed labels: with hard ones, a gallery whose held-out faces are all named
+    right would push the scale to its bound and every probability to 1."""
+    target = np.full(scores.shape, LABEL_SMOOTHING / scores.shape[1])
+    target[np.arange(len(y)), y] += 1.0 - LABEL_SMOOTHING
 
     def loss(log_t):
-        return -log_softmax(np.exp(log_t) * scores, axis=1)[picked, y].mean()
+        return -(target * log_softmax(np.exp(log_t) * scores, axis=1)).sum(axis=1).mean()
 
     return float(np.exp(minimize_scalar(loss, bounds=(-3.0, 6.0), method="bounded").x))
