@@ -45,9 +45,8 @@ class SoftmaxHead:
         #: probabilities from the head fitted without it. Not saved.
         self.held_out: tuple[np.ndarray, np.ndarray] | None = None
 
-    def fit(self, vectors: np.ndarray, labels: list[str], warm_start: "SoftmaxHead | None" = None) -> "SoftmaxHead":
-        """Fit to the gallery and keep `held_out`. `warm_start` is accepted for callers of
-        the old iterative fit and not needed: the fit is exact."""
+    def fit(self, vectors: np.ndarray, labels: list[str]) -> "SoftmaxHead":
+        """Fit to the gallery and keep `held_out`."""
         X = np.asarray(vectors, np.float32)
         classes = list(dict.fromkeys(labels))
         if len(classes) < 2:

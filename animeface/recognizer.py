@@ -282,7 +282,7 @@ class Recognizer:
     def _refit(self) -> None:
         labels = self.gallery.labels
         n_classes = len(set(labels))
-        self.head = SoftmaxHead().fit(self.gallery.vectors, labels, warm_start=self.head) if n_classes >= 2 else None
+        self.head = SoftmaxHead().fit(self.gallery.vectors, labels) if n_classes >= 2 else None
         self._thresholds = calibrate(self.gallery.vectors, labels, self.head)
 
     def _progress(self, items, desc, total=None):
