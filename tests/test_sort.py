@@ -163,10 +163,10 @@ def test_undo_keeps_a_copy_changed_after_the_sort(messy, tmp_path, empty_rec):
         undo(tmp_path / "never-sorted")
 
 
-def test_a_killed_run_resumes_without_redoing_files_and_can_be_undone(tmp_path, shared_data):
+def test_a_killed_run_resumes_without_redoing_files_and_can_be_undone(tmp_path, shared_data, capsys, monkeypatch):
     src, dst = tmp_path / "src", tmp_path / "sorted"
     for name in ("gura", "calli", "kiara", "fauna"):
-        for i, crop in enumerate(crops(name, 40, 10)):
+        for i, crop in enumerate(crops(name, 40, 9)):  # 36 faces: more than one embedding batch
             put(src / name[:2] / f"{i}.jpg", crop.read_bytes())
     before = tree(src)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ANIMEFACE_BACKBONE": RANDOM_BACKBONE, "ANIMEFACE_HOME": str(tmp_path / "g")}
@@ -186,18 +186,16 @@ def test_a_killed_run_resumes_without_redoing_files_and_can_be_undone(tmp_path, 
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
     assert set(before.values()) <= set(tree(src).values()) | set(tree(dst).values()), "nothing lost by the kill"
 
-    resumed = subprocess.run(argv, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "done before the interruption" in resumed.stdout
+    monkeypatch.setenv("ANIMEFACE_HOME", env["ANIMEFACE_HOME"])
+    assert main(argv[3:] + ["--backbone", RANDOM_BACKBONE]) == 0  # started again, in-process
+    assert "done before the interruption" in capsys.readouterr().out
     (path,) = journal.glob("journal-*.jsonl")
     entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
     done = [e["src"] for e in entries if e["op"] == "done"]
     assert sorted(done) == sorted(str(src / p) for p in before), "each file finished exactly once"
     assert tree(src) == {} and sorted(tree(dst).values()) == sorted(before.values())
 
-    undone = subprocess.run([sys.executable, "-m", "animeface", "sort", "--undo", str(dst), "-q"], env=env,
-                            capture_output=True, text=True)
-    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert main(["sort", "--undo", str(dst), "-q"]) == 0
     assert tree(src) == before and tree(dst) == {}
 
 
