@@ -39,6 +39,7 @@ from .io import IMAGE_SUFFIXES, load_image
 UNKNOWN, NOFACE = "_unknown", "_noface"
 STATE_DIR = ".animeface"
 TMP_SUFFIX = ".animeface-tmp"
+LISTED = 20  # files left in place that the summary names; report.csv lists them all
 _NO_HARDLINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK)
 
 
@@ -85,7 +86,9 @@ class SortSummary:
         lines += [f"  {UNKNOWN}/ (unknown faces only): {self.folders[UNKNOWN]}",
                   f"  {NOFACE}/ (no face found): {self.folders[NOFACE]}",
                   f"  left in place (not readable images, or failed): {len(self.left)}"]
-        lines += [f"    {path}: {why}" for path, why in self.left]
+        lines += [f"    {path}: {why}" for path, why in self.left[:LISTED]]
+        if len(self.left) > LISTED:
+            lines.append(f"    and {len(self.left) - LISTED} more, listed in report.csv")
         lines.append(f"  {'would copy' if self.dry_run else 'copied'} {self.copied}, "
                      f"already there {self.identical}, sources {'to remove' if self.dry_run else 'removed'} {self.removed}")
         if self.state_dir and not self.dry_run:
@@ -509,8 +512,9 @@ def _face_record(face) -> dict:
 def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
     """Reverse the latest sort into dst, finished or interrupted.
 
-    Sources it removed are put back (copied back from a checked copy, never over
-    a file); then the copies it made are removed if they are unchanged. A copy
+    Sources that are gone (moved by the run) are put back, copied back from a
+    checked copy and never over a file; then the copies the run made are
+    removed if they are unchanged. A copy
     that changed, or that holds a source which could not be put back, is kept
     and listed. Safe to repeat until it reports nothing left.
     """
