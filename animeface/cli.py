@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "forget", "remove a character from the gallery", cmd_forget)
     p.add_argument("name", help="character name")
+
+    p = _command(sub, "sort", "sort a folder of pictures into one folder per character", cmd_sort)
+    p.add_argument("src", nargs="?", metavar="SRC", help="folder of pictures (walked recursively)")
+    p.add_argument("dst", nargs="?", metavar="DST", help="destination: DST/<character>/, DST/_unknown/, DST/_noface/")
+    p.add_argument("--move", action="store_true", help="remove each source once all its copies are checked")
+    p.add_argument("--dry-run", action="store_true", help="change nothing; print what would be done")
+    p.add_argument("--faces", choices=["detect", "auto"], default="detect",
+                   help="detect (default), or auto: a picture with no face found is taken as one face")
+    p.add_argument("--jobs", type=int, metavar="N", help="decoding and detecting threads (default: CPU count)")
+    p.add_argument("--undo", metavar="DST", help="reverse the latest sort into DST instead")
     return parser
 
 
@@ -160,6 +170,31 @@ def _free_name(path: Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
+
+
+def cmd_sort(args) -> int:
+    from .sort import sort_folder, undo
+
+    if args.undo:
+        if args.src or args.dst:
+            raise SystemExit("animeface sort: --undo DST takes no other folders")
+        summary = undo(args.undo, log=None if args.quiet else print)
+        print(summary)
+        return 1 if summary.kept else 0
+    if not (args.src and args.dst):
+        raise SystemExit("animeface sort: give SRC and DST (or --undo DST)")
+    rec = open_recognizer(args)
+    if not rec.characters:
+        print("animeface: warning: the gallery is empty; every face will be unknown", file=sys.stderr)
+    try:
+        summary = sort_folder(rec, args.src, args.dst, move=args.move, dry_run=args.dry_run, faces=args.faces,
+                              jobs=args.jobs, progress=not args.quiet, log=print if args.dry_run else None)
+    except KeyboardInterrupt:
+        print("animeface: interrupted; run the same command again to carry on, "
+              f"or 'animeface sort --undo {args.dst}' to reverse it", file=sys.stderr)
+        return 130
+    print(summary)
+    return 0
 
 
 def cmd_list(args) -> int:

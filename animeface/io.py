@@ -87,6 +87,8 @@ def _decode(fh, name: str) -> np.ndarray:
             img.load()
     except ImageError:
         raise
+    except Image.UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not a readable image (unknown or damaged format)") from exc
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: too many pixels ({exc}); set ANIMEFACE_MAX_PIXELS to allow it") from exc
     except Exception as exc:  # PIL raises many types for bad data

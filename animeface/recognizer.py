@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,6 +91,7 @@ class Recognizer:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._cascade = cascade
         self._detector = detector
+        self._local = threading.local()
         self._user_thresholds = (similarity_threshold, probability_threshold)
         self.head: SoftmaxHead | None = None
         if (self.path / "gallery.json").is_file() or (self.path.with_name(self.path.name + ".old") / "gallery.json").is_file():
@@ -141,9 +143,12 @@ class Recognizer:
 
     @property
     def detector(self) -> Detector:
-        if self._detector is None:
-            self._detector = Detector(self._cascade)
-        return self._detector
+        """The detector given, else one per thread: an OpenCV cascade must not be shared between threads."""
+        if self._detector is not None:
+            return self._detector
+        if not hasattr(self._local, "detector"):
+            self._local.detector = Detector(self._cascade)
+        return self._local.detector
 
     def enroll(self, name: str, images, faces: str = "auto") -> EnrollReport:
         """Add a character from pictures (paths, folders, bytes, arrays or PIL images).

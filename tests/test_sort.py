@@ -1,0 +1,219 @@
+"""animeface sort: a messy downloads folder is sorted without losing, changing or overwriting a file.
+
+Most tests use an empty gallery, so that where each picture goes does not hang on
+what a random-weight backbone makes of it: every face is unknown, pictures with
+faces go to _unknown/, the rest to _noface/. The safety properties are the same.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from itertools import cycle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import animeface
+from animeface.cli import main
+from animeface.sort import SortError, sort_folder, undo
+
+from conftest import CASCADE, RANDOM_BACKBONE, ROOT, crops
+
+UNREADABLE = {"empty.jpg", "truncated.jpg", "text.png", "notes.txt"}
+
+
+def tree(root) -> dict[str, str]:
+    """Relative path -> sha256 of every file under root, leaving out sort's own .animeface folder."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and ".animeface" not in path.relative_to(root).parts:
+            out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def put(path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def plain_png(colour) -> bytes:
+    from io import BytesIO
+
+    buf = BytesIO()
+    Image.new("RGB", (320, 240), colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def messy(tmp_path, shared_data):
+    """Nested folders, one name in two folders, a duplicate, unreadable files, a Japanese name with spaces."""
+    src = tmp_path / "downloads"
+    gura, calli = crops("gura", 30, 1)[0].read_bytes(), crops("calli", 30, 1)[0].read_bytes()
+    put(src / "a" / "face.jpg", gura)
+    put(src / "b" / "deep" / "copy of face.jpg", gura)
+    put(src / "日本 語" / "カリ pic 1.jpg", calli)
+    put(src / "a" / "plain.png", plain_png((200, 30, 30)))
+    put(src / "b" / "plain.png", plain_png((30, 30, 200)))
+    put(src / "empty.jpg", b"")
+    put(src / "b" / "truncated.jpg", gura[:2000])
+    put(src / "a" / "text.png", b"this is not a picture\n")
+    put(src / "notes.txt", b"my notes\n")
+    return src
+
+
+@pytest.fixture
+def empty_rec(tmp_path):
+    return animeface.Recognizer(tmp_path / "empty-gallery", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
+
+
+def test_dry_run_changes_nothing_and_says_what_a_real_run_does(messy, tmp_path, empty_rec):
+    before, dst = tree(messy), tmp_path / "sorted"
+    planned, done = [], []
+    summary = sort_folder(empty_rec, messy, dst, dry_run=True, log=planned.append)
+    assert not dst.exists() and tree(messy) == before
+    assert summary.dry_run and len(summary.left) == len(UNREADABLE)
+    sort_folder(empty_rec, messy, dst, log=done.append)
+    assert planned == done
+    copied = {line.split(" -> ")[1] for line in done if line.startswith("copy ")}
+    assert copied == {str(dst / p) for p in tree(dst)}
+
+
+def test_copy_sorts_every_picture_and_leaves_the_source_byte_for_byte(messy, tmp_path, empty_rec):
+    before, dst = tree(messy), tmp_path / "sorted"
+    summary = sort_folder(empty_rec, messy, dst)
+    assert tree(messy) == before
+    sorted_files = tree(dst)
+    assert {p.split("/")[0] for p in sorted_files} <= {"_unknown", "_noface"}
+    # Every readable picture arrived; the two different plain.png both kept under free names; the
+    # duplicate picture was not written a second time into the same folder.
+    pictures = {sha for path, sha in before.items() if path.rsplit("/", 1)[-1] not in UNREADABLE}
+    assert set(sorted_files.values()) == pictures
+    assert sorted(p for p in sorted_files if "plain" in p) == ["_noface/plain-1.png", "_noface/plain.png"]
+    assert len(sorted_files) == len(pictures)
+    left = {os.path.basename(path): why for path, why in summary.left}
+    assert set(left) == UNREADABLE
+    assert "empty" in left["empty.jpg"] and "not an image" in left["notes.txt"]
+    assert "truncated" in left["truncated.jpg"] and "not a readable image" in left["text.png"]
+
+    rows = (dst / ".animeface" / "report.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + len(before) and "カリ pic 1.jpg" in "\n".join(rows)
+    page = (dst / ".animeface" / "report.html").read_text(encoding="utf-8")
+    thumbs = {p.name for p in (dst / ".animeface" / "thumbs").iterdir()}
+    assert len(thumbs) == len(pictures) and all(name in page for name in thumbs)
+
+
+def test_a_second_run_into_the_same_folder_overwrites_and_removes_nothing(messy, tmp_path, empty_rec):
+    dst = tmp_path / "sorted"
+    sort_folder(empty_rec, messy, dst)
+    first = tree(dst)
+    (dst / "_noface" / "plain.png").write_bytes(b"the user's own edit")  # a name clash with changed content
+    first["_noface/plain.png"] = hashlib.sha256(b"the user's own edit").hexdigest()
+    summary = sort_folder(empty_rec, messy, dst)
+    after = tree(dst)
+    assert {p: after[p] for p in first} == first, "no file in DST was changed or removed"
+    assert list(set(after) - set(first)) == ["_noface/plain-2.png"], "the displaced picture got a new name"
+    assert summary.copied == 1 and summary.identical == 4
+
+
+def test_move_loses_no_file_and_undo_puts_every_file_back(messy, tmp_path, gallery_copy, capsys, monkeypatch):
+    monkeypatch.setenv("ANIMEFACE_BACKBONE", RANDOM_BACKBONE)
+    before, dst = tree(messy), tmp_path / "sorted"
+    assert main(["sort", str(messy), str(dst), "--move", "--gallery", str(gallery_copy), "-q"]) == 0
+    remaining, sorted_files = tree(messy), tree(dst)
+    assert set(remaining) == {p for p in before if p.rsplit("/", 1)[-1] in UNREADABLE}, "only non-pictures stay"
+    assert set(before.values()) == set(remaining.values()) | set(sorted_files.values()), "every file is somewhere"
+    assert "sources removed 5" in capsys.readouterr().out
+
+    assert main(["sort", "--undo", str(dst)]) == 0
+    assert tree(messy) == before
+    assert tree(dst) == {}
+    assert main(["sort", "--undo", str(dst)]) == 1
+    assert "already undone" in capsys.readouterr().err
+
+
+def test_a_picture_with_several_characters_goes_to_each_folder(tmp_path, empty_rec, shared_data, monkeypatch):
+    src = tmp_path / "src"
+    put(src / "group.jpg", (shared_data / "illustrations" / "set_b" / "test_1.jpg").read_bytes())
+    names = cycle(["gura", "calli"])
+
+    def fixed_names(vectors, boxes):  # stands in for a trained gallery, so the test does not hang on it
+        return [animeface.Face(b, next(names), 0.9, []) for b in boxes]
+
+    monkeypatch.setattr(empty_rec, "name_faces", fixed_names)
+    dst = src / "sorted"  # inside SRC: must be skipped on the next run
+    sort_folder(empty_rec, src, dst)
+    assert set(tree(dst)) == {"calli/group.jpg", "gura/group.jpg"}
+    summary = sort_folder(empty_rec, src, dst)
+    assert summary.files == 1 and summary.copied == 0
+
+
+def test_undo_keeps_a_copy_changed_after_the_sort(messy, tmp_path, empty_rec):
+    dst = tmp_path / "sorted"
+    sort_folder(empty_rec, messy, dst)
+    (dst / "_noface" / "plain.png").write_bytes(b"edited")
+    summary = undo(dst)
+    assert [os.path.basename(p) for p, _ in summary.kept] == ["plain.png"]
+    assert tree(dst) == {"_noface/plain.png": hashlib.sha256(b"edited").hexdigest()}
+    with pytest.raises(SortError, match="nothing to undo"):
+        undo(tmp_path / "never-sorted")
+
+
+def test_a_killed_run_resumes_without_redoing_files_and_can_be_undone(tmp_path, shared_data, capsys, monkeypatch):
+    src, dst = tmp_path / "src", tmp_path / "sorted"
+    for name in ("gura", "calli", "kiara", "fauna"):
+        for i, crop in enumerate(crops(name, 40, 4)):  # 16 faces: two embedding batches
+            put(src / name[:2] / f"{i}.jpg", crop.read_bytes())
+    before = tree(src)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ANIMEFACE_BACKBONE": RANDOM_BACKBONE, "ANIMEFACE_HOME": str(tmp_path / "g")}
+    argv = [sys.executable, "-m", "animeface", "sort", str(src), str(dst), "--move", "--faces", "auto", "--jobs", "2", "-q"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = dst / ".animeface"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            lines = [p.read_text() for p in journal.glob("journal-*.jsonl")] if journal.is_dir() else []
+            if sum(text.count('"op": "done"') for text in lines) >= 3:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
+    assert set(before.values()) <= set(tree(src).values()) | set(tree(dst).values()), "nothing lost by the kill"
+
+    monkeypatch.setenv("ANIMEFACE_HOME", env["ANIMEFACE_HOME"])
+    assert main(argv[3:] + ["--backbone", RANDOM_BACKBONE]) == 0  # started again, in-process
+    assert "done before the interruption" in capsys.readouterr().out
+    (path,) = journal.glob("journal-*.jsonl")
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
+    done = [e["src"] for e in entries if e["op"] == "done"]
+    assert sorted(done) == sorted(str(src / p) for p in before), "each file finished exactly once"
+    assert tree(src) == {} and sorted(tree(dst).values()) == sorted(before.values())
+
+    assert main(["sort", "--undo", str(dst), "-q"]) == 0
+    assert tree(src) == before and tree(dst) == {}
+
+
+def test_undo_of_an_interrupted_run_puts_moved_files_back(tmp_path, empty_rec, messy, monkeypatch):
+    before, dst = tree(messy), tmp_path / "sorted"
+    real = empty_rec.name_faces
+    calls = []
+
+    def interrupt_after_first_batch(vectors, boxes):
+        calls.append(1)
+        if len(calls) > 4:
+            raise KeyboardInterrupt
+        return real(vectors, boxes)
+
+    monkeypatch.setattr(empty_rec, "name_faces", interrupt_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        sort_folder(empty_rec, messy, dst, move=True, jobs=1)
+    assert set(before.values()) == set(tree(messy).values()) | set(tree(dst).values())
+    assert len(tree(messy)) < len(before), "some files were moved before the interruption"
+    undo(dst)
+    assert tree(messy) == before and tree(dst) == {}
