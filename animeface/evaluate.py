@@ -96,8 +96,10 @@ def embed_pictures(rec: Recognizer, folders: dict[str, list[Path]], faces: str) 
 
 
 def enroll_vectors(rec: Recognizer, name: str, pictures: list[Picture]) -> list[Picture]:
-    """What rec.enroll(name, those files) does, from vectors already made: the largest face
-    of each picture, skipping unreadable, faceless and repeated ones, then one refit.
+    """Add what rec.enroll(name, those files) adds, from vectors already made: the largest
+    face of each picture, skipping unreadable, faceless and repeated ones. The caller
+    refits once after the last character (rec.enroll refits after each, which gives the
+    same thresholds, and the same head up to the optimiser's tolerance: its fit is convex).
     Returns the pictures used."""
     used, seen = [], set()
     for pic in pictures:
@@ -109,7 +111,6 @@ def enroll_vectors(rec: Recognizer, name: str, pictures: list[Picture]) -> list[
         entries = [{"label": name, "source": str(p.path), "sha256": p.sha256, "box": list(p.boxes[p.largest])}
                    for p in used]
         rec.gallery.add(np.stack([p.vectors[p.largest] for p in used]), entries)
-        rec._refit()
     return used
 
 
@@ -133,49 +134,60 @@ def evaluate(root, shots: int = 10, unknown: int = 0, repeats: int = 1, seed: in
     """
     if faces not in FACE_MODES:
         raise ValueError(f"faces must be one of {', '.join(FACE_MODES)}; got {faces!r}")
-    if shots < 1 or repeats < 1 or unknown < 0:
-        raise ValueError(f"shots and repeats must be >= 1 and unknown >= 0; got shots={shots}, "
-                         f"repeats={repeats}, unknown={unknown}")
     folders = character_folders(root)
-    if unknown > len(folders) - 1:
-        raise AnimefaceError(f"{root}: --unknown {unknown} leaves no character to enroll "
-                             f"({len(folders)} characters)")
-    short = [f"{n} ({len(f)})" for n, f in folders.items() if len(f) <= shots]
-    if short:
-        raise AnimefaceError(f"{root}: with {shots} shots each character needs more than {shots} pictures, "
-                             f"so some are left to test; too few in: {', '.join(short)}")
+    check_split(folders, shots, unknown, repeats)
     with tempfile.TemporaryDirectory() as tmp:
         rec = Recognizer(Path(tmp) / "unsaved", backbone=backbone, cascade=cascade, progress=progress)
         pictures = embed_pictures(rec, folders, faces)
-        by_name: dict[str, list[Picture]] = {}
-        for pic in pictures:
-            by_name.setdefault(pic.character, []).append(pic)
-        names_of = {}
-        for pic in pictures:  # the same picture filed under several characters shows all of them
-            names_of.setdefault(pic.sha256, set()).add(pic.character)
-        rng = np.random.default_rng(seed)
-        records, splits = [], []
-        for split in tqdm(range(repeats), desc="splits", unit="split", disable=not rec.progress):
-            known, chosen = make_split(folders, shots, unknown, rng)
-            rec.gallery = Gallery(rec.embedder.backbone_id, rec.embedder.dim, rec.embedder.preprocessing)
-            rec.head = None
-            enrolled = set()
-            for name in known:
-                used = enroll_vectors(rec, name, [by_name[name][i] for i in chosen[name]])
-                enrolled |= {p.sha256 for p in used}
-            picked = {id(by_name[n][i]) for n in known for i in chosen[n]}
-            test = [p for p in pictures if id(p) not in picked and p.sha256 not in enrolled]
-            found = _name_pictures(rec, test, known, names_of, split)
-            records += found
-            t = rec.thresholds
-            splits.append({"known": known, "strangers": sorted(set(folders) - set(known)),
-                           "n_enrolled": len(rec.gallery), "n_test": len(test),
-                           "n_excluded_duplicates": len(pictures) - len(picked) - len(test),
-                           "thresholds": {"similarity": t.similarity, "probability": t.probability, "source": t.source},
-                           "best_thresholds": _best_thresholds(found)})
+        return score_splits(rec, folders, pictures, shots, unknown, repeats, seed, bootstrap,
+                            {"root": str(root), "faces": faces})
+
+
+def check_split(folders: dict[str, list[Path]], shots: int, unknown: int, repeats: int) -> None:
+    """Refuse settings that leave nobody to enroll or nothing to test."""
+    if shots < 1 or repeats < 1 or unknown < 0:
+        raise ValueError(f"shots and repeats must be >= 1 and unknown >= 0; got shots={shots}, "
+                         f"repeats={repeats}, unknown={unknown}")
+    if unknown > len(folders) - 1:
+        raise AnimefaceError(f"unknown={unknown} leaves no character to enroll ({len(folders)} characters)")
+    short = [f"{n} ({len(f)})" for n, f in folders.items() if len(f) <= shots]
+    if short:
+        raise AnimefaceError(f"with {shots} shots each character needs more than {shots} pictures, "
+                             f"so some are left to test; too few in: {', '.join(short)}")
+
+
+def score_splits(rec: Recognizer, folders: dict[str, list[Path]], pictures: list[Picture], shots: int,
+                 unknown: int, repeats: int, seed: int, bootstrap: int, settings: dict) -> dict:
+    """The random splits of evaluate() on pictures already embedded (embed once, score many ways)."""
+    check_split(folders, shots, unknown, repeats)
+    by_name: dict[str, list[Picture]] = {}
+    names_of: dict[str, set] = {}  # the same picture filed under several characters shows all of them
+    for pic in pictures:
+        by_name.setdefault(pic.character, []).append(pic)
+        names_of.setdefault(pic.sha256, set()).add(pic.character)
+    rng = np.random.default_rng(seed)
+    records, splits = [], []
+    for split in tqdm(range(repeats), desc="splits", unit="split", disable=not rec.progress):
+        known, chosen = make_split(folders, shots, unknown, rng)
+        rec.gallery = Gallery(rec.embedder.backbone_id, rec.embedder.dim, rec.embedder.preprocessing)
+        rec.head = None
+        enrolled = set()
+        for name in known:
+            enrolled |= {p.sha256 for p in enroll_vectors(rec, name, [by_name[name][i] for i in chosen[name]])}
+        rec._refit()
+        picked = {id(by_name[n][i]) for n in known for i in chosen[n]}
+        test = [p for p in pictures if id(p) not in picked and p.sha256 not in enrolled]
+        found = _name_pictures(rec, test, known, names_of, split)
+        records += found
+        t = rec.thresholds
+        splits.append({"known": known, "strangers": sorted(set(folders) - set(known)),
+                       "n_enrolled": len(rec.gallery), "n_test": len(test),
+                       "n_excluded_duplicates": len(pictures) - len(picked) - len(test),
+                       "thresholds": {"similarity": t.similarity, "probability": t.probability, "source": t.source},
+                       "best_thresholds": _best_thresholds(found)})
     return _summarise(records, splits, list(folders), bootstrap, seed,
-                      {"root": str(root), "shots": shots, "unknown": unknown, "repeats": repeats, "seed": seed,
-                       "faces": faces, "backbone": rec.embedder.backbone_id})
+                      {**settings, "shots": shots, "unknown": unknown, "repeats": repeats, "seed": seed,
+                       "backbone": rec.embedder.backbone_id})
 
 
 def _name_pictures(rec: Recognizer, test: list[Picture], known: list[str], names_of: dict, split: int) -> list[dict]:

@@ -55,11 +55,14 @@ def test_enrolling_from_vectors_matches_enroll(tiny_root, tmp_path):
     for name, files in folders.items():
         public.enroll(name, files, faces="whole")
         enroll_vectors(fast, name, [p for p in pictures if p.character == name])
+    fast._refit()
     assert fast.gallery.labels == public.gallery.labels
     assert [e["sha256"] for e in fast.gallery.entries] == [e["sha256"] for e in public.gallery.entries]
     np.testing.assert_allclose(fast.gallery.vectors, public.gallery.vectors, atol=1e-5)
     assert fast.thresholds.similarity == pytest.approx(public.thresholds.similarity, abs=1e-4)
     assert fast.thresholds.probability == pytest.approx(public.thresholds.probability, abs=1e-4)
+    probe = pictures[0].vectors
+    np.testing.assert_allclose(fast.head.predict_proba(probe), public.head.predict_proba(probe), atol=1e-3)
 
 
 def test_evaluate_refuses_folders_too_small_for_the_shots(tiny_root):
