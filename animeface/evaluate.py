@@ -297,8 +297,7 @@ def _summarise(records: list[dict], splits: list[dict], names: list[str], bootst
         """Figures per split on the chosen rows (idx into the pooled records), then the mean."""
         rows = [_figures_from_arrays(a, idx[(idx >= lo) & (idx < hi)] - lo)
                 for a, lo, hi in zip(per_split, offsets[:-1], offsets[1:])]
-        return {k: float(np.nanmean([r[k] for r in rows])) if not all(np.isnan(r[k]) for r in rows)
-                else float("nan") for k in HEADLINES}
+        return {k: _mean([r[k] for r in rows]) for k in HEADLINES}
 
     point = averaged(np.arange(len(records)))
     resampled = metrics.bootstrap_samples(averaged, groups, bootstrap, seed=seed)
@@ -324,16 +323,20 @@ def _summarise(records: list[dict], splits: list[dict], names: list[str], bootst
     return out
 
 
+def _mean(values: list) -> float:
+    """Mean of the values that are neither None nor NaN; NaN when none is left."""
+    values = [v for v in values if v is not None and not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def _clean(v: float):
-    return None if v is None or np.isnan(v) else v
+    """NaN becomes None, which JSON can carry."""
+    return None if np.isnan(v) else v
 
 
 def _mean_thresholds(rows: list[dict]) -> dict:
-    out = {}
-    for key in ("similarity", "probability", "objective"):
-        values = [r[key] for r in rows if r.get(key) is not None]
-        if key in rows[0]:
-            out[key] = float(np.mean(values)) if values else None
+    """Thresholds averaged over splits; 'source' lists the sources seen."""
+    out = {k: _clean(_mean([r[k] for r in rows])) for k in rows[0] if k != "source"}
     if "source" in rows[0]:
         out["source"] = ",".join(sorted({r["source"] for r in rows}))
     return out
