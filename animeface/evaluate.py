@@ -419,6 +419,10 @@ def format_report(result: dict) -> str:
         if row["n"]:
             lines.append(f"{name[:23]:<24}{row['n']:>6}{row['precision']:>7.2f}{row['recall']:>7.2f}{row['f1']:>7.2f}"
                          f"{row['unknown']:>8.2f}  {row['confused_with'] or '-'}")
+    for name, row in result["per_class"].items():
+        if row["n_as_stranger"]:
+            lines.append(f"{name[:23]:<24}{row['n_as_stranger']:>6}  as a stranger: "
+                         f"{_pct(row['rejected_as_stranger'])} rejected")
     return "\n".join(lines)
 
 

@@ -97,13 +97,21 @@ def _scores(plt, result, records, title):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "probability", "softmax probability of the top name"),
                            (axes[1], "similarity", "cosine similarity to the top name's nearest face")):
-        values = [r[key] for g in groups.values() for r in g]
-        bins = np.linspace(min(values), max(values), 40) if values else 10
+        values = np.array([r[key] for g in groups.values() for r in g])
+        if not len(values):
+            continue
+        lo, hi = np.percentile(values, [0.5, 99.5])
+        pad = max(hi - lo, 1e-3) * 0.05
+        bins = np.linspace(lo - pad, hi + pad, 40)
         for name, group in groups.items():
             if group:
-                ax.hist([r[key] for r in group], bins=bins, density=True, histtype="stepfilled", alpha=0.35,
-                        color=colours[name], edgecolor=colours[name], label=f"{name} ({len(group)})")
-        ax.axvline(t[key], color="black", ls="--", lw=1, label=f"threshold {t[key]:.2f}")
+                ax.hist(np.clip([r[key] for r in group], bins[0], bins[-1]), bins=bins, density=True,
+                        histtype="stepfilled", alpha=0.35, color=colours[name], edgecolor=colours[name],
+                        label=f"{name} ({len(group)})")
+        if bins[0] <= t[key] <= bins[-1]:
+            ax.axvline(t[key], color="black", ls="--", lw=1, label=f"threshold {t[key]:.3f}")
+        else:
+            ax.plot([], [], " ", label=f"threshold {t[key]:.3f} (off the chart)")
         ax.set_xlabel(label)
         ax.set_ylabel("density")
         ax.legend(fontsize=8)
