@@ -36,6 +36,7 @@ def test_evaluate_json_is_self_consistent(tiny_root, tmp_path, capsys):
     assert result["n_test"] == 2 * (PER_CHARACTER - SHOTS) + PER_CHARACTER
     assert result["n_test_strangers"] == PER_CHARACTER
     assert result["top1_ci"][0] <= result["top1"] <= result["top1_ci"][1]
+    assert result["top1"] <= result["top1_closed_set"]  # an unknown answer can only lose
     for key in ("top1", "macro_f1", "auroc_unknown", "unknown_rejected", "false_accept"):
         assert 0.0 <= result[key] <= 1.0, key
     assert result["unknown_rejected"] + result["false_accept"] == pytest.approx(1.0)
