@@ -22,6 +22,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -72,7 +73,7 @@ def matmul_gflops(runs: int) -> float:
     return best
 
 
-def bench_embedding(quick: bool) -> list[str]:
+def bench_embedding(quick: bool) -> Iterator[str]:
     import keras
     import tensorflow as tf
 
@@ -84,10 +85,10 @@ def bench_embedding(quick: bool) -> list[str]:
     embedder = Embedder(BACKBONE)
     net = keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg", input_shape=(299, 299, 3))
     crops = face_crops(32)
-    rows = [f"numpy float32 matmul: {gflops:.1f} GFLOP/s -> ceiling {ceiling:.1f} images/s "
-            f"at {INCEPTION_MACS / 1e9:.1f} GMAC per image", "",
-            "| batch | animeface Embedder img/s | plain Keras img/s | ratio | share of ceiling |",
-            "|---|---|---|---|---|"]
+    yield from [f"numpy float32 matmul: {gflops:.1f} GFLOP/s -> ceiling {ceiling:.1f} images/s "
+                f"at {INCEPTION_MACS / 1e9:.1f} GMAC per image", "",
+                "| batch | animeface Embedder img/s | plain Keras img/s | ratio | share of ceiling |",
+                "|---|---|---|---|---|"]
     for batch in (1, 8, 32):
         x = crops[:batch]
         plain = tf.constant(x.astype(np.float32) / 127.5 - 1.0)
@@ -95,11 +96,10 @@ def bench_embedding(quick: bool) -> list[str]:
         net(plain, training=False)
         ours = batch / median_seconds(lambda: embedder.embed(x), runs)
         ref = batch / median_seconds(lambda: net(plain, training=False), runs)
-        rows.append(f"| {batch} | {ours:.1f} | {ref:.1f} | {ours / ref:.2f} | {ours / ceiling:.0%} |")
-    return rows
+        yield f"| {batch} | {ours:.1f} | {ref:.1f} | {ours / ref:.2f} | {ours / ceiling:.0%} |"
 
 
-def bench_detection(quick: bool) -> list[str]:
+def bench_detection(quick: bool) -> Iterator[str]:
     from animeface.detect import Detector
     from animeface.io import load_image
 
@@ -107,8 +107,8 @@ def bench_detection(quick: bool) -> list[str]:
     detector = Detector(CASCADE)
     plain = cv2.CascadeClassifier(str(CASCADE))
     rgb = load_image(SHARED / "illustrations" / "set_a" / "detect_01.jpg")
-    rows = ["| long side px | animeface detect ms | plain cascade ms (1.1, 5, 24 px) | faces found (ours / plain) |",
-            "|---|---|---|---|"]
+    yield "| long side px | animeface detect ms | plain cascade ms (1.1, 5, 24 px) | faces found (ours / plain) |"
+    yield "|---|---|---|---|"
     for side in ((320, 1280) if quick else (320, 640, 1280, 2560)):
         scale = side / max(rgb.shape[:2])
         img = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -119,8 +119,7 @@ def bench_detection(quick: bool) -> list[str]:
 
         ours = median_seconds(lambda: detector.detect(img), runs) * 1000
         ref = median_seconds(run_plain, runs) * 1000
-        rows.append(f"| {side} | {ours:.1f} | {ref:.1f} | {len(detector.detect(img))} / {len(run_plain())} |")
-    return rows
+        yield f"| {side} | {ours:.1f} | {ref:.1f} | {len(detector.detect(img))} / {len(run_plain())} |"
 
 
 def small_recognizer(path: Path, characters: int = 2, shots: int = 5):
@@ -132,7 +131,7 @@ def small_recognizer(path: Path, characters: int = 2, shots: int = 5):
     return rec
 
 
-def bench_identify(quick: bool, tmp: Path) -> list[str]:
+def bench_identify(quick: bool, tmp: Path) -> Iterator[str]:
     from animeface.crop import crop_face
     from animeface.io import iter_image_files, load_image
 
@@ -153,19 +152,20 @@ def bench_identify(quick: bool, tmp: Path) -> list[str]:
         ours.append(median_seconds(lambda: rec.identify(f), runs))
         floor.append(median_seconds(lambda: detect_and_embed(load_image(f)), runs))
         faces += len(rec.identify(f))
-    return ["| pictures | faces | identify ms per picture (median) | detect + embed alone ms | ratio |",
+    yield from ["| pictures | faces | identify ms per picture (median) | detect + embed alone ms | ratio |",
             "|---|---|---|---|---|",
             f"| {len(files)} | {faces} | {1000 * statistics.median(ours):.0f} | "
             f"{1000 * statistics.median(floor):.0f} | {statistics.median(ours) / statistics.median(floor):.2f} |"]
 
 
-def bench_enroll(quick: bool, tmp: Path) -> list[str]:
+def bench_enroll(quick: bool, tmp: Path) -> Iterator[str]:
     from animeface import Recognizer
 
     rng = np.random.default_rng(0)
     new = sorted((SHARED / "faces" / "moeimouto10" / "000_hatsune_miku").iterdir())[:10]
-    rows = ["| characters in gallery (5 synthetic vectors each) | enroll 10 pictures s (median) | "
-            "embed the 10 alone s | ratio |", "|---|---|---|---|"]
+    yield "| characters in gallery (5 synthetic vectors each) | enroll 10 pictures s (median) | " \
+          "embed the 10 alone s | ratio |"
+    yield "|---|---|---|---|"
     for count in ((10,) if quick else (10, 100, 1000)):
         rec = Recognizer(tmp / f"enroll{count}", backbone=BACKBONE, cascade=CASCADE, progress=False)
         vectors = unit_centres((count + 1) * 5, rec.embedder.dim, rng)
@@ -177,8 +177,7 @@ def bench_enroll(quick: bool, tmp: Path) -> list[str]:
         took = median_seconds(lambda: rec.enroll(next(names), new, faces="whole"), runs)
         crops = face_crops(10)
         embed = median_seconds(lambda: rec.embedder.embed(crops), runs)
-        rows.append(f"| {count} | {took:.2f} | {embed:.2f} | {took / embed:.1f} |")
-    return rows
+        yield f"| {count} | {took:.2f} | {embed:.2f} | {took / embed:.1f} |"
 
 
 def unit_centres(count: int, dim: int, rng) -> np.ndarray:
@@ -189,18 +188,20 @@ def unit_centres(count: int, dim: int, rng) -> np.ndarray:
 def around(centres: np.ndarray, n: int, rng, spread: float = 0.5) -> np.ndarray:
     """n unit vectors scattered around random centres, like faces around their character."""
     dim = centres.shape[1]
-    x = centres[rng.integers(0, len(centres), n)] + spread * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    x = centres[rng.integers(0, len(centres), n)]
+    x += rng.standard_normal((n, dim), dtype=np.float32) * (spread / np.sqrt(dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
 
 
-def bench_faiss(quick: bool) -> list[str]:
+def bench_faiss(quick: bool) -> Iterator[str]:
     import faiss
 
     rng = np.random.default_rng(0)
-    sizes = [(1_000, 2120), (10_000, 2120)] if quick else [(10_000, 2120), (100_000, 2120), (1_000_000, 256)]
+    sizes = [(1_000, 2120), (10_000, 2120)] if quick else [(10_000, 2120), (100_000, 2120), (1_000_000, 64)]
     n_queries = 50 if quick else 200
-    rows = ["| vectors | dim | index | build s | ms per query (median, 1 at a time) | recall@1 vs exact |",
-            "|---|---|---|---|---|---|"]
+    yield "| vectors | dim | index | build s | ms per query (median, 1 at a time) | recall@1 vs exact |"
+    yield "|---|---|---|---|---|---|"
     for n, dim in sizes:
         centres = unit_centres(n // 20, dim, rng)  # 20 vectors per "character"
         x, q = around(centres, n, rng), around(centres, n_queries, rng)
@@ -224,10 +225,8 @@ def bench_faiss(quick: bool) -> list[str]:
                 times.append(time.perf_counter() - t)
             if truth is None:
                 truth = found
-            rows.append(f"| {n:,} | {dim} | {name} | {build:.1f} | {1000 * statistics.median(times):.2f} | "
-                        f"{np.mean(found == truth):.3f} |")
-        del x
-    return rows
+            yield (f"| {n:,} | {dim} | {name} | {build:.1f} | {1000 * statistics.median(times):.2f} | "
+                   f"{np.mean(found == truth):.3f} |")
 
 
 def _hnsw(faiss, dim):
@@ -243,7 +242,7 @@ def _ivf(faiss, dim, nlist, x, rng):
     return index
 
 
-def bench_import(quick: bool) -> list[str]:
+def bench_import(quick: bool) -> Iterator[str]:
     runs = 3 if quick else 7
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     probe = "import animeface, sys; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
@@ -256,7 +255,7 @@ def bench_import(quick: bool) -> list[str]:
     bare = median_seconds(run("pass"), runs)
     numpy = median_seconds(run("import numpy"), runs)
     loaded = out.split()
-    return ["| python -c ... | wall ms (median) |", "|---|---|",
+    yield from ["| python -c ... | wall ms (median) |", "|---|---|",
             f"| pass (bare interpreter) | {1000 * bare:.0f} |", f"| import numpy | {1000 * numpy:.0f} |",
             f"| import animeface | {1000 * ours:.0f} |", "",
             f"tensorflow in sys.modules after `import animeface`: {loaded[0]}; keras: {loaded[1]}"]
@@ -266,6 +265,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few runs: under two minutes")
     parser.add_argument("--markdown", metavar="FILE", help="also write the results as Markdown here")
+    parser.add_argument("--only", nargs="+", choices=["import", "embed", "detect", "identify", "enroll", "faiss"],
+                        help="run only these sections")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
     import tempfile
@@ -275,18 +276,24 @@ def main() -> None:
               f"{'quick' if args.quick else 'full'} run, {time.strftime('%Y-%m-%d')}."]
     out = ["\n".join(header)]
     with tempfile.TemporaryDirectory() as tmp:
-        sections = [("`import animeface`", lambda: bench_import(args.quick)),
-                    ("Embedding throughput", lambda: bench_embedding(args.quick)),
-                    ("Detection per picture", lambda: bench_detection(args.quick)),
-                    ("identify per illustration", lambda: bench_identify(args.quick, Path(tmp))),
-                    ("Enroll 10 pictures", lambda: bench_enroll(args.quick, Path(tmp))),
-                    ("FAISS search", lambda: bench_faiss(args.quick))]
+        sections = {"import": ("`import animeface`", lambda: bench_import(args.quick)),
+                    "embed": ("Embedding throughput", lambda: bench_embedding(args.quick)),
+                    "detect": ("Detection per picture", lambda: bench_detection(args.quick)),
+                    "identify": ("identify per illustration", lambda: bench_identify(args.quick, Path(tmp))),
+                    "enroll": ("Enroll 10 pictures", lambda: bench_enroll(args.quick, Path(tmp))),
+                    "faiss": ("FAISS search", lambda: bench_faiss(args.quick))}
+        sections = [sections[k] for k in (args.only or sections)]
         print(header[0], flush=True)
         for title, run in sections:
             start = time.perf_counter()
-            text = f"## {title}\n\n" + "\n".join(run()) + f"\n\n({time.perf_counter() - start:.0f} s)"
-            print("\n" + text, flush=True)
-            out.append(text)
+            print(f"\n## {title}\n", flush=True)
+            rows = []
+            for row in run():  # rows print as they are measured
+                print(row, flush=True)
+                rows.append(row)
+            took = f"({time.perf_counter() - start:.0f} s)"
+            print("\n" + took, flush=True)
+            out.append(f"## {title}\n\n" + "\n".join(rows) + "\n\n" + took)
     if args.markdown:
         Path(args.markdown).write_text("\n\n".join(out) + "\n", encoding="utf-8")
 
