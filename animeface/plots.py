@@ -55,7 +55,7 @@ def _confusion(plt, result, records, title):
     if len(cols) <= 25:
         for i in range(len(rows)):
             for j in range(len(cols)):
-                if share[i, j] >= 0.005:
+                if round(100 * share[i, j]) >= 1:
                     ax.text(j, i, f"{100 * share[i, j]:.0f}", ha="center", va="center", fontsize=6,
                             color="white" if share[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the row")
