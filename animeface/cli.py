@@ -70,6 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detect (default), or auto: a picture with no face found is taken as one face")
     p.add_argument("--jobs", type=int, metavar="N", help="decoding and detecting threads (default: CPU count)")
     p.add_argument("--undo", metavar="DST", help="reverse the latest sort into DST instead")
+
+    p = sub.add_parser("evaluate", help="measure recognition on a folder of labelled pictures",
+                       description="Enroll K pictures per character of ROOT (one subfolder each), identify the "
+                                   "rest, and report accuracy, unknown rejection and thresholds.")
+    p.set_defaults(run=cmd_evaluate)
+    p.add_argument("root", metavar="ROOT", help="folder with one subfolder of pictures per character")
+    p.add_argument("--shots", type=int, default=10, metavar="K", help="pictures enrolled per character (default 10)")
+    p.add_argument("--unknown", type=int, default=0, metavar="N", help="characters held out as strangers (default 0)")
+    p.add_argument("--repeats", type=int, default=1, metavar="R", help="random splits, averaged (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the splits and the bootstrap (default 0)")
+    p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto",
+                   help="how pictures become faces, for enrolling and identifying alike (default auto)")
+    p.add_argument("--backbone", help="embedder backbone (default: ANIMEFACE_BACKBONE or 'imagenet')")
+    p.add_argument("--cascade", help="face cascade XML (default: ANIMEFACE_CASCADE or the downloaded one)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object (the last line)")
+    p.add_argument("--plots", metavar="DIR", help="write PNG plots here (needs matplotlib)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -215,6 +232,24 @@ def cmd_forget(args) -> int:
         return 1
     rec.save()
     print(f"forgot {args.name} ({removed} face(s))")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate, format_report
+
+    try:
+        result = evaluate(args.root, shots=args.shots, unknown=args.unknown, repeats=args.repeats, seed=args.seed,
+                          faces=args.faces, backbone=args.backbone, cascade=args.cascade, progress=not args.quiet)
+    except ValueError as exc:
+        raise SystemExit(f"animeface evaluate: {exc}") from None
+    if args.plots:
+        from .plots import write_plots
+
+        for path in write_plots(result, args.plots):
+            print(f"wrote {path}", file=sys.stderr)
+    result.pop("records")
+    print(json.dumps(result, ensure_ascii=False) if args.json else format_report(result))
     return 0
 
 
