@@ -32,7 +32,7 @@ from .detect import Box
 from .errors import AnimefaceError, ImageError
 from .gallery import Gallery
 from .io import iter_image_files, load_image
-from .recognizer import FACE_MODES, NEIGHBOURS, Recognizer
+from .recognizer import FACE_MODES, Recognizer
 
 BOOTSTRAP_RESAMPLES = 1000
 HEADLINES = ("top1", "top1_closed_set", "macro_f1", "auroc_unknown", "unknown_rejected", "false_accept",
@@ -198,7 +198,7 @@ def _name_pictures(rec: Recognizer, test: list[Picture], known: list[str], names
     with_faces = [p for p in test if p.boxes]
     vectors = np.concatenate([p.vectors for p in with_faces]) if with_faces else None
     all_faces = rec.name_faces(vectors, [b for p in with_faces for b in p.boxes])
-    nearest = _nearest_by_name(rec, vectors) if with_faces else []
+    nearest = rec.nearest_by_label(vectors) if with_faces else []
     records, offset = [], 0
     for pic in test:
         truth = pic.character if pic.character in known else None
@@ -219,21 +219,6 @@ def _name_pictures(rec: Recognizer, test: list[Picture], known: list[str], names
                         pred_set=sorted({f.label for f in faces if f.label}))
         records.append(rec_)
     return records
-
-
-def _nearest_by_name(rec: Recognizer, vectors: np.ndarray) -> list[dict]:
-    """Per face, each character's best similarity among its NEIGHBOURS nearest enrolled
-    vectors, as name_faces sees them."""
-    sims, rows = rec.gallery.search(vectors, NEIGHBOURS)
-    labels = rec.gallery.labels
-    out = []
-    for sim_row, row_ids in zip(sims, rows):
-        nearest: dict[str, float] = {}
-        for s, r in zip(sim_row, row_ids):
-            if r >= 0:
-                nearest.setdefault(labels[r], float(s))
-        out.append(nearest)
-    return out
 
 
 def _best_thresholds(records: list[dict]) -> dict:

@@ -259,17 +259,9 @@ class Recognizer:
         if not len(self.gallery):
             return [Face(b, None, 1.0, []) for b in boxes]
         thresholds = self.thresholds
-        sims, rows = self.gallery.search(vectors, NEIGHBOURS)
-        labels = self.gallery.labels
-        out = []
-        for box, sim_row, row_ids in zip(boxes, sims, rows):
-            nearest: dict[str, float] = {}
-            for s, r in zip(sim_row, row_ids):
-                if r >= 0:
-                    nearest.setdefault(labels[r], float(s))
-            out.append((box, nearest))
+        out = list(zip(boxes, self.nearest_by_label(vectors)))
         if self.head is None:  # one character: similarity alone
-            name = labels[0]
+            name = self.gallery.labels[0]
             return [_decide(box, [(name, max(0.0, nearest.get(name, 0.0)))], nearest.get(name, -1.0) >= thresholds.similarity)
                     for box, nearest in out]
         probs = self.head.predict_proba(vectors)
@@ -281,6 +273,20 @@ class Recognizer:
             accepted = top_p >= thresholds.probability and nearest.get(top, -1.0) >= thresholds.similarity
             faces.append(_decide(box, candidates, accepted))
         return faces
+
+    def nearest_by_label(self, vectors: np.ndarray) -> list[dict[str, float]]:
+        """Per face, each character's best cosine similarity among the NEIGHBOURS nearest
+        enrolled vectors (FAISS); characters not among them are absent."""
+        sims, rows = self.gallery.search(vectors, NEIGHBOURS)
+        labels = self.gallery.labels
+        out = []
+        for sim_row, row_ids in zip(sims, rows):
+            nearest: dict[str, float] = {}
+            for s, r in zip(sim_row, row_ids):
+                if r >= 0:
+                    nearest.setdefault(labels[r], float(s))
+            out.append(nearest)
+        return out
 
     # -- internals ---------------------------------------------------------------
 

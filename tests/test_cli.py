@@ -8,7 +8,7 @@ import pytest
 
 from animeface.cli import main
 
-from conftest import CHARACTERS, ENROLL_SHOTS, RANDOM_BACKBONE, ROOT, crops
+from conftest import CHARACTERS, RANDOM_BACKBONE, ROOT, crops
 
 
 def run(capsys, *argv):

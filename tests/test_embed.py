@@ -2,7 +2,6 @@
 
 import urllib.error
 import urllib.request
-import warnings
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """The one image loader: every input kind, every awkward format, every bad file."""
 
-import io
 import warnings
 
 import numpy as np

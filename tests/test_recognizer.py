@@ -8,7 +8,7 @@ import pytest
 import animeface
 from animeface import Recognizer
 
-from conftest import CASCADE, CHARACTERS, ENROLL_SHOTS, RANDOM_BACKBONE, SHARED, TEST_SHOTS, crops
+from conftest import CASCADE, CHARACTERS, ENROLL_SHOTS, RANDOM_BACKBONE, TEST_SHOTS, crops
 
 STRANGERS = ("mumei", "ina")
 

@@ -14,7 +14,6 @@ import sys
 import time
 from itertools import cycle
 
-import numpy as np
 import pytest
 from PIL import Image
 
