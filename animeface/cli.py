@@ -200,6 +200,8 @@ def cmd_sort(args) -> int:
         return 1 if summary.kept else 0
     if not (args.src and args.dst):
         raise SystemExit("animeface sort: give SRC and DST (or --undo DST)")
+    if args.jobs is not None and args.jobs < 1:
+        raise SystemExit("animeface sort: --jobs must be at least 1")
     rec = open_recognizer(args)
     if not rec.characters:
         print("animeface: warning: the gallery is empty; every face will be unknown", file=sys.stderr)

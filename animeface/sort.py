@@ -372,9 +372,9 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
         raise SortError(f"{src} lies inside the destination {dst}; sort into a folder outside it")
     if dst.exists() and not dst.is_dir():
         raise SortError(f"{dst}: exists and is not a folder")
-    jobs = jobs or os.cpu_count() or 2
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    jobs = jobs or os.cpu_count() or 2
 
     entries = _resumable(dst, src, move)
     finished = [e for e in entries if e["op"] == "done"]
@@ -427,7 +427,7 @@ def _resumable(dst: Path, src: Path, move: bool) -> list[dict]:
     if not entries or entries[0].get("op") != "run":
         return []
     head = entries[0]
-    if head.get("src") != str(src) or head.get("move") != move or any(e["op"] in ("end", "undone") for e in entries):
+    if head.get("src") != str(src) or head.get("move") != move or any(e["op"] in ("end", "undo") for e in entries):
         return []
     return entries
 
@@ -516,9 +516,8 @@ def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
 
     Sources that are gone (moved by the run) are put back, copied back from a
     checked copy and never over a file; then the copies the run made are
-    removed if they are unchanged. A copy
-    that changed, or that holds a source which could not be put back, is kept
-    and listed. Safe to repeat until it reports nothing left.
+    removed if they are unchanged. A copy that changed, or that holds a source
+    which could not be put back, is kept and listed. Safe to repeat.
     """
     log = log or (lambda line: None)
     dst = Path(dst).expanduser().resolve()
@@ -528,6 +527,8 @@ def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
     entries = Journal.read(path)
     if any(e["op"] == "undone" for e in entries):
         raise SortError(f"{dst}: the latest sort ({path.name}) is already undone")
+    journal = Journal(path)
+    journal.write("undo", at=datetime.now().isoformat(timespec="seconds"))  # from now on, never resume this run
     copies = [e for e in entries if e["op"] == "copy"]
     holders: dict[str, list[dict]] = {}
     for e in copies + [e for e in entries if e["op"] == "same"]:
@@ -541,7 +542,7 @@ def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
             continue
         if os.path.lexists(src):
             stranded.add(sha)
-            summary.kept.append((str(src), "another file is at this path now; its sorted copies are kept"))
+            summary.kept.append((str(src), "different bytes are at this path now; its sorted copies are kept"))
             continue
         if _restore(src, holders[sha]):
             summary.restored += 1
@@ -564,7 +565,8 @@ def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
             if copy.parent != dst and not any(copy.parent.iterdir()):
                 copy.parent.rmdir()
     if not summary.kept:
-        Journal(path).write("undone", at=datetime.now().isoformat(timespec="seconds"))
+        journal.write("undone", at=datetime.now().isoformat(timespec="seconds"))
+    journal.close()
     return summary
 
 
