@@ -45,7 +45,7 @@ class Picture:
 
     path: Path
     character: str
-    sha256: str
+    sha256: str = ""
     boxes: list[Box] = field(default_factory=list)
     vectors: np.ndarray | None = None
     error: str | None = None
@@ -71,18 +71,16 @@ def character_folders(root) -> dict[str, list[Path]]:
 
 def embed_pictures(rec: Recognizer, folders: dict[str, list[Path]], faces: str) -> list[Picture]:
     """Decode, find faces in and embed every picture once, in batches."""
-    pictures = []
-    for name, files in folders.items():
-        for path in files:
-            data = path.read_bytes()
-            pictures.append(Picture(path, name, hashlib.sha256(data).hexdigest()))
+    pictures = [Picture(path, name) for name, files in folders.items() for path in files]
     chunk = rec.embedder.batch_size
     bar = rec._progress(None, "embed", total=len(pictures))
     for start in range(0, len(pictures), chunk):
         batch, crops = pictures[start:start + chunk], []
         for pic in batch:
+            data = pic.path.read_bytes()
+            pic.sha256 = hashlib.sha256(data).hexdigest()
             try:
-                pic.boxes, found = rec.face_crops(load_image(pic.path.read_bytes(), name=str(pic.path)), faces)
+                pic.boxes, found = rec.face_crops(load_image(data, name=str(pic.path)), faces)
             except ImageError as exc:
                 pic.error, found = str(exc), []
             crops.append(found)

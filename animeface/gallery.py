@@ -117,11 +117,17 @@ class Gallery:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    @staticmethod
+    def exists(folder: os.PathLike) -> bool:
+        """Whether a saved gallery is there (or its backup, left by an interrupted save)."""
+        folder = Path(folder)
+        return (folder / "gallery.json").is_file() or (_backup_of(folder) / "gallery.json").is_file()
+
     @classmethod
     def load(cls, folder: os.PathLike) -> tuple["Gallery", dict | None, dict]:
         """Read a gallery folder; returns (gallery, head arrays or None, the JSON description)."""
         folder = Path(folder)
-        if not (folder / "gallery.json").is_file() and (_backup_of(folder) / "gallery.json").is_file():
+        if not (folder / "gallery.json").is_file() and Gallery.exists(folder):
             folder = _backup_of(folder)  # a save was interrupted between its two renames
         try:
             with open(folder / "gallery.json", encoding="utf-8") as fh:

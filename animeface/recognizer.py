@@ -94,7 +94,7 @@ class Recognizer:
         self._local = threading.local()
         self._user_thresholds = (similarity_threshold, probability_threshold)
         self.head: SoftmaxHead | None = None
-        if (self.path / "gallery.json").is_file() or (self.path.with_name(self.path.name + ".old") / "gallery.json").is_file():
+        if Gallery.exists(self.path):
             gallery, head_arrays, description = Gallery.load(self.path)
             stored_weight = gallery.preprocessing.get("colour_weight", DEFAULT_COLOUR_WEIGHT)
             if colour_weight is not None and colour_weight != stored_weight:
@@ -122,7 +122,7 @@ class Recognizer:
     @classmethod
     def open(cls, path: os.PathLike, **kwargs) -> "Recognizer":
         """Open an existing gallery folder; a missing one is an error (use Recognizer(path) to create)."""
-        if not (Path(path) / "gallery.json").is_file():
+        if not Gallery.exists(path):
             raise GalleryError(f"{path}: no gallery here (no gallery.json); Recognizer(path) creates a new one")
         return cls(path, **kwargs)
 

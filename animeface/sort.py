@@ -35,6 +35,7 @@ import numpy as np
 from . import report
 from .errors import AnimefaceError, ImageError
 from .io import IMAGE_SUFFIXES, load_image
+from .models import sha256_file
 
 UNKNOWN, NOFACE = "_unknown", "_noface"
 STATE_DIR = ".animeface"
@@ -114,14 +115,6 @@ class UndoSummary:
 
 
 # -- safe file operations ----------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def temp_name(target: Path) -> Path:
