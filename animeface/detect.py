@@ -1,11 +1,12 @@
 """Find anime faces with the LBP cascade (nagadomi/lbpcascade_animeface).
 
 The cascade alone, at its author's settings, misses tilted heads, small faces
-in big pictures and faces in flat or grey pictures. Detector adds, each
-configurable: a working size (shrink huge pictures, enlarge small ones), a
-sweep of rotations, extra contrast preparations, a looser cascade whose extra
-boxes a small verifier filters, and non-maximum suppression to merge it all.
-"""
+in big pictures, faces that fill the frame and faces its coarse scale steps
+skip. Detector adds, each configurable: a finer scale step on a reduced
+working size (which also shrinks huge pictures), a sweep of rotations, a
+framed pass for big faces, extra contrast preparations, a small verifier for
+the boxes, and non-maximum suppression to merge it all. The passes are sized
+so that the whole costs less than the plain cascade on the same picture."""
 
 from __future__ import annotations
 
@@ -61,37 +62,47 @@ class Detector:
     """The anime face cascade plus the passes that raise its recall.
 
     scale_factor, min_neighbors, min_size: the cascade's own settings, in
-        working-size pixels (the author's are 1.1, 5 and 24).
-    max_side: shrink pictures whose long side is larger to this (speed); None keeps them.
-    min_side: enlarge pictures whose long side is smaller to this, so that small
-        faces reach the 24 px window; None keeps them.
+        working-size pixels (the author's are 1.1, 5 and 24). A finer scale step
+        than the author's finds faces his pyramid steps over.
+    resolution: the share of a picture's own resolution to search at. Below 1
+        it skips faces under min_size / resolution pixels, which pays for the
+        finer pyramid and the extra passes; min_side and max_side bound the result.
+    min_side: never search a picture whose long side is smaller than this, so
+        that faces in small pictures still reach the 24 px window; None: no bound.
+    max_side: never search a picture whose long side is larger than this (speed);
+        None: no bound.
     angles: rotations in degrees to run the cascade on; boxes map back upright.
     tilted_min_size: the smallest face the rotated passes look for, in working-size
-        pixels; above min_size it skips the costly fine levels (tilted heads in
-        illustrations are rarely tiny).
-    pad: grey border added on every side, as a share of the long side, so that
-        faces which fill the frame or are cut by its edge still fit the window.
-    contrasts: grey-level preparations, each a pass: "equalize" (equalizeHist), "clahe".
+        pixels; tilted heads in illustrations are rarely tiny, and each rotated
+        pass runs on a copy shrunk to match, so it costs a fraction of the upright one.
+    pad: a pass for faces that fill the frame or are cut by its edge: the picture
+        with a grey border of this share of its long side on every side, searched
+        for faces of at least pad_min_face times its short side. 0 turns it off.
+    contrasts: grey-level preparations, each a set of passes: "equalize"
+        (equalizeHist), "clahe".
     verify: keep only boxes the face verifier accepts at verify_threshold; the
         score is then the verifier's probability.
     nms_iou: boxes overlapping a better one by more than this are merged away.
 
-    Detector(cascade, min_neighbors=5, max_side=None, min_side=None, angles=(0,),
-    verify=False) is the plain cascade at its author's settings.
+    Detector(cascade, scale_factor=1.1, min_neighbors=5, resolution=1, min_side=None,
+    max_side=None, angles=(0,), pad=0, verify=False) is the plain cascade at its
+    author's settings. benchmarks/detection.py measures each pass against it.
     """
 
     def __init__(
         self,
         cascade=None,
-        scale_factor: float = 1.1,
-        min_neighbors: int = 3,
+        scale_factor: float = 1.07,
+        min_neighbors: int = 4,
         min_size: int = 24,
         *,
-        max_side: int | None = 896,
-        min_side: int | None = 640,
+        resolution: float = 0.6,
+        min_side: int | None = 400,
+        max_side: int | None = 1280,
         angles=(0, -25, 25),
         tilted_min_size: int = 80,
         pad: float = 0.08,
+        pad_min_face: float = 0.25,
         contrasts=("equalize",),
         verify: bool = True,
         verify_threshold: float = 0.5,
@@ -101,6 +112,8 @@ class Detector:
             raise ValueError(f"scale_factor must be above 1, got {scale_factor}")
         if min_neighbors < 0 or min_size < 1:
             raise ValueError(f"min_neighbors must be >= 0 and min_size >= 1, got {min_neighbors} and {min_size}")
+        if resolution <= 0:
+            raise ValueError(f"resolution must be above 0, got {resolution}")
         if max_side is not None and min_side is not None and min_side > max_side:
             raise ValueError(f"min_side ({min_side}) must not exceed max_side ({max_side})")
         unknown = set(contrasts) - set(CONTRASTS)
@@ -115,11 +128,13 @@ class Detector:
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size = min_size
-        self.max_side = max_side
+        self.resolution = resolution
         self.min_side = min_side
+        self.max_side = max_side
         self.angles = tuple(angles)
-        self.tilted_min_size = tilted_min_size
+        self.tilted_min_size = max(tilted_min_size, min_size)
         self.pad = pad
+        self.pad_min_face = pad_min_face
         self.contrasts = tuple(contrasts)
         self.verify_threshold = verify_threshold
         self.nms_iou = nms_iou
@@ -133,15 +148,17 @@ class Detector:
         if scale != 1.0:
             size = (max(round(gray.shape[1] * scale), 1), max(round(gray.shape[0] * scale), 1))
             gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        border = int(round(self.pad * max(gray.shape)))
-        if border:
-            gray = cv2.copyMakeBorder(gray, border, border, border, border, cv2.BORDER_CONSTANT, value=128)
 
         rects, scores = [], []
         for contrast in self.contrasts:
             prepared = _prepare(gray, contrast)
             for angle in self.angles:
-                found, weights = self._run_cascade(prepared, angle)
+                found, weights = self._search(prepared, self.tilted_min_size if angle else self.min_size, angle)
+                rects += found
+                scores += weights
+            if self.pad:
+                min_face = max(self.min_size, self.pad_min_face * min(gray.shape))
+                found, weights = self._search(prepared, min_face, 0, border=self.pad * max(gray.shape))
                 rects += found
                 scores += weights
         if not rects:
@@ -156,32 +173,42 @@ class Detector:
         boxes = []
         for i in _nms(rects, scores, self.nms_iou):
             x, y, w, h = rects[i]
-            x0, y0 = max((x - border) / scale, 0), max((y - border) / scale, 0)
-            x1, y1 = min((x + w - border) / scale, width), min((y + h - border) / scale, height)
+            x0, y0 = max(x / scale, 0), max(y / scale, 0)
+            x1, y1 = min((x + w) / scale, width), min((y + h) / scale, height)
             if x1 > x0 and y1 > y0:
                 boxes.append(Box(int(round(x0)), int(round(y0)), int(round(x1 - x0)), int(round(y1 - y0)), float(scores[i])))
         return boxes
 
     def _working_scale(self, long_side: int) -> float:
-        if self.max_side is not None and long_side > self.max_side:
-            return self.max_side / long_side
-        if self.min_side is not None and long_side < self.min_side:
-            return self.min_side / long_side
-        return 1.0
+        side = long_side * self.resolution
+        if self.min_side is not None:
+            side = max(side, self.min_side)
+        if self.max_side is not None:
+            side = min(side, self.max_side)
+        return side / long_side
 
-    def _run_cascade(self, gray: np.ndarray, angle: float):
-        """Boxes (x, y, w, h) in the unrotated image and their squashed cascade weights."""
-        min_size = self.min_size
+    def _search(self, gray: np.ndarray, min_face: float, angle: float, border: float = 0.0):
+        """Boxes (x, y, w, h) in gray's pixels of faces min_face pixels and up, and their squashed
+        cascade weights, with the picture turned by angle degrees and framed by a grey border.
+
+        A search for faces larger than the cascade's min_size runs on a copy shrunk
+        until the two meet: the same search, on far fewer pixels.
+        """
+        shrink = min(1.0, self.min_size / min_face)
+        if shrink < 1.0:
+            size = (max(round(gray.shape[1] * shrink), 1), max(round(gray.shape[0] * shrink), 1))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        border = int(round(border * shrink))
+        if border:
+            gray = cv2.copyMakeBorder(gray, border, border, border, border, cv2.BORDER_CONSTANT, value=128)
+        inverse = None
         if angle:
-            rotated, inverse = _rotate(gray, angle)
-            min_size = max(min_size, self.tilted_min_size)
-        else:
-            rotated, inverse = gray, None
+            gray, inverse = _rotate(gray, angle)
         found, _, weights = self._cascade.detectMultiScale3(
-            rotated,
+            gray,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
-            minSize=(min_size, min_size),
+            minSize=(self.min_size, self.min_size),
             outputRejectLevels=True,
         )
         rects, scores = [], []
@@ -189,7 +216,7 @@ class Detector:
             if inverse is not None:
                 cx, cy = inverse @ np.array([x + w / 2, y + h / 2, 1.0])
                 x, y = cx - w / 2, cy - h / 2
-            rects.append((x, y, w, h))
+            rects.append(((x - border) / shrink, (y - border) / shrink, w / shrink, h / shrink))
             scores.append(_squash(float(weight)))
         return rects, scores
 

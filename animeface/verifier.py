@@ -32,13 +32,21 @@ def crop_features(gray_crops: list[np.ndarray]) -> np.ndarray:
 
 
 def box_crops(gray: np.ndarray, boxes) -> list[np.ndarray]:
-    """The pixels under each (x, y, w, h) box, clipped to the image."""
+    """The pixels under each (x, y, w, h) box; parts outside the image are mid-grey,
+    as the cascade's grey border showed them."""
     height, width = gray.shape[:2]
     crops = []
     for x, y, w, h in boxes:
-        x0, y0 = max(int(x), 0), max(int(y), 0)
-        x1, y1 = min(int(x + w), width), min(int(y + h), height)
-        crops.append(gray[y0:y1, x0:x1] if x1 > x0 and y1 > y0 else np.zeros((1, 1), np.uint8))
+        x0, y0, x1, y1 = int(x), int(y), int(x + w), int(y + h)
+        inside = gray[max(y0, 0) : max(min(y1, height), 0), max(x0, 0) : max(min(x1, width), 0)]
+        if inside.size == 0:
+            crops.append(np.full((max(y1 - y0, 1), max(x1 - x0, 1)), 128, np.uint8))
+            continue
+        crops.append(
+            cv2.copyMakeBorder(
+                inside, max(-y0, 0), max(y1 - height, 0), max(-x0, 0), max(x1 - width, 0), cv2.BORDER_CONSTANT, value=128
+            )
+        )
     return crops
 
 
