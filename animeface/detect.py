@@ -166,7 +166,7 @@ class Detector:
         rects = np.asarray(rects, dtype=np.float64)
         scores = np.asarray(scores, dtype=np.float64)
         if self._verifier is not None:
-            scores = self._verifier.probabilities(_prepare(gray, "equalize"), rects)
+            scores = self._verifier.probabilities(gray, rects)
             keep = scores >= self.verify_threshold
             rects, scores = rects[keep], scores[keep]
         height, width = rgb.shape[:2]

@@ -1,6 +1,6 @@
 """A cheap second opinion on cascade boxes: is this crop an anime face?
 
-HOG features of a 32x32 grayscale crop and a logistic regression, trained by
+HOG features of a 32x32 equalised grayscale crop and a logistic regression, trained by
 benchmarks/train_verifier.py on the shared face crops against non-face crops.
 It lets the cascade run with looser settings (more faces found) while the
 extra false boxes are thrown away. Weights live in face_verifier.npz, plain
@@ -23,10 +23,14 @@ _HOG = cv2.HOGDescriptor((CROP_SIZE, CROP_SIZE), (16, 16), (8, 8), (8, 8), 9)
 
 
 def crop_features(gray_crops: list[np.ndarray]) -> np.ndarray:
-    """HOG vectors (one row per crop) for grayscale crops of any size."""
+    """HOG vectors (one row per crop) for grayscale crops of any size.
+
+    Each crop is equalised on its own, so that a face reads the same on a
+    bright page as on a dark one.
+    """
     rows = []
     for crop in gray_crops:
-        small = cv2.resize(crop, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+        small = cv2.equalizeHist(cv2.resize(crop, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA))
         rows.append(_HOG.compute(small).ravel())
     return np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
 

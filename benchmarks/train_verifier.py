@@ -27,8 +27,7 @@ HOLOEN_PER_CHARACTER = 40
 
 
 def gray(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    return cv2.equalizeHist(image)
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
 
 
 def window(image: np.ndarray, cx: float, cy: float, size: float) -> np.ndarray:
