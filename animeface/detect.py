@@ -145,9 +145,7 @@ class Detector:
         rgb = load_image(image)
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         scale = self._working_scale(max(gray.shape))
-        if scale != 1.0:
-            size = (max(round(gray.shape[1] * scale), 1), max(round(gray.shape[0] * scale), 1))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        gray = _resized(gray, scale)
 
         rects, scores = [], []
         for contrast in self.contrasts:
@@ -195,9 +193,7 @@ class Detector:
         until the two meet: the same search, on far fewer pixels.
         """
         shrink = min(1.0, self.min_size / min_face)
-        if shrink < 1.0:
-            size = (max(round(gray.shape[1] * shrink), 1), max(round(gray.shape[0] * shrink), 1))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        gray = _resized(gray, shrink)
         border = int(round(border * shrink))
         if border:
             gray = cv2.copyMakeBorder(gray, border, border, border, border, cv2.BORDER_CONSTANT, value=128)
@@ -219,6 +215,14 @@ class Detector:
             rects.append(((x - border) / shrink, (y - border) / shrink, w / shrink, h / shrink))
             scores.append(_squash(float(weight)))
         return rects, scores
+
+
+def _resized(gray: np.ndarray, scale: float) -> np.ndarray:
+    """gray scaled by scale (at least 1 px a side); itself when scale is 1."""
+    if scale == 1.0:
+        return gray
+    size = (max(round(gray.shape[1] * scale), 1), max(round(gray.shape[0] * scale), 1))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
 def _prepare(gray: np.ndarray, contrast: str) -> np.ndarray:

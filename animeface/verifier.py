@@ -42,15 +42,11 @@ def box_crops(gray: np.ndarray, boxes) -> list[np.ndarray]:
     crops = []
     for x, y, w, h in boxes:
         x0, y0, x1, y1 = int(x), int(y), int(x + w), int(y + h)
-        inside = gray[max(y0, 0) : max(min(y1, height), 0), max(x0, 0) : max(min(x1, width), 0)]
-        if inside.size == 0:
-            crops.append(np.full((max(y1 - y0, 1), max(x1 - x0, 1)), 128, np.uint8))
-            continue
-        crops.append(
-            cv2.copyMakeBorder(
-                inside, max(-y0, 0), max(y1 - height, 0), max(-x0, 0), max(x1 - width, 0), cv2.BORDER_CONSTANT, value=128
-            )
-        )
+        crop = np.full((max(y1 - y0, 1), max(x1 - x0, 1)), 128, np.uint8)
+        top, left, bottom, right = max(y0, 0), max(x0, 0), min(y1, height), min(x1, width)
+        if bottom > top and right > left:
+            crop[top - y0 : bottom - y0, left - x0 : right - x0] = gray[top:bottom, left:right]
+        crops.append(crop)
     return crops
 
 
