@@ -1,57 +1,144 @@
-"""Turn face crops into L2-normalised vectors: Inception-v3 features plus a colour histogram.
+"""Turn face crops into L2-normalised vectors: pooled mid-level Inception-v3 features and a
+colour histogram (the recipe), mapped by a projection trained on anime faces.
 
-TensorFlow is imported here, on first use, never at `import animeface`.
-The backbone is one of:
-  - "imagenet" (default): Keras ImageNet Inception-v3 "notop" weights, downloaded,
-    pinned by sha256 (see models.json);
-  - a path to that kind of Keras ``.h5`` weights file;
-  - "tfhub" (the ImageNet Inception-v3 feature-vector module), any TF-Hub handle
-    (URL) or a local SavedModel folder, loaded with ``tf.saved_model.load`` rather
-    than ``hub.KerasLayer``, which is a tf-keras layer and cannot sit in a Keras 3
-    model; TF-Hub image modules take [0, 1] floats;
-  - "random-init" or "random-init:SEED": the real architecture with seeded random
-    weights, for tests and measurements only, never a fallback.
+The recipe was chosen by measurement on real ImageNet weights (docs/benchmarks.md):
+the final ImageNet layers describe objects, the mid-level ones what tells anime
+characters apart. The projection (embeddings/, made by `animeface train`) is a
+within-class whitening learned from labelled faces: it damps the directions in which
+one character's pictures vary (pose, artist, lighting) so that what is left is who it is.
 """
 
 from __future__ import annotations
 
-import os
-import warnings
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from . import models
+from .backbone import LAYERS, POOLINGS, Network, parse_spec, resolve_backbone
 from .errors import ModelError
 
-DEFAULT_BACKBONE = "imagenet"
-TFHUB_INCEPTION_V3 = "https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5"
-DEFAULT_INPUT_SIZE = 299
-#: Weight of the colour histogram against the CNN vector (both unit length before
-#: weighting); chosen by measurement on faces/holoen20, see benchmarks/colour_feature.py.
-DEFAULT_COLOUR_WEIGHT = 0.02
 HUE_BINS, SAT_BINS, GREY_BINS = 16, 4, 8
 COLOUR_DIM = HUE_BINS * SAT_BINS + GREY_BINS
-CNN_DIM = 2048
+CHANNELS = {"mixed0": 256, "mixed1": 288, "mixed2": 288, "mixed3": 768, "mixed4": 768, "mixed5": 768,
+            "mixed6": 768, "mixed7": 768, "mixed8": 1280}
+INPUT_SIZES = (160, 192, 224, 256, 299)
+#: The shipped projection, in the package's embeddings/ folder.
+DEFAULT_PROJECTION = "anime-faces-v1"
 
 
-#: Loaded networks, shared by every Embedder of the same backbone and input size.
-_LOADED: dict = {}
+@dataclass(frozen=True)
+class Recipe:
+    """What is pooled from the network and how it is put together into one vector."""
+
+    layers: tuple[str, ...] = ("mixed5", "mixed7")
+    pooling: str = "avg"
+    #: Signed power on pooled features before each layer is L2-normalised (0.5: square root).
+    power: float = 0.5
+    #: Weight of the unit colour histogram against the unit CNN vector; 0 leaves it out.
+    colour_weight: float = 0.1
+    input_size: int = 299
+    #: Average each face with its mirror image (twice the network time).
+    mirror: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers or any(layer not in LAYERS for layer in self.layers):
+            raise ValueError(f"layers must be among {', '.join(LAYERS)}, got {self.layers}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if not 0 < self.power <= 1:
+            raise ValueError(f"power must be in (0, 1], got {self.power}")
+        if self.colour_weight < 0:
+            raise ValueError(f"colour_weight must be >= 0, got {self.colour_weight}")
+        if self.input_size not in INPUT_SIZES:
+            raise ValueError(f"input_size must be one of {INPUT_SIZES}, got {self.input_size}")
+
+    @property
+    def dim(self) -> int:
+        return sum(CHANNELS[layer] for layer in self.layers) + (COLOUR_DIM if self.colour_weight > 0 else 0)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "layers": list(self.layers)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Recipe":
+        if not isinstance(raw, dict) or set(raw) - set(cls.__dataclass_fields__):
+            raise ValueError(f"not a recipe: {raw!r}")
+        return cls(**raw)
 
 
-def resolve_backbone(backbone: str | os.PathLike | None) -> str:
-    """The backbone spec in force: the argument, else ANIMEFACE_BACKBONE, else the default."""
-    return str(backbone or os.environ.get("ANIMEFACE_BACKBONE") or DEFAULT_BACKBONE)
+@dataclass
+class Projection:
+    """The trained part: x -> (x - mean) @ matrix, then L2-normalised."""
+
+    mean: np.ndarray
+    matrix: np.ndarray
+    recipe: Recipe
+    card: dict = field(default_factory=dict)
+    sha256: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.card.get("name", "")
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        return _unit((vectors - self.mean) @ self.matrix)
+
+    def save(self, path: Path, card: dict) -> Path:
+        """Write `path`.npz and its card `path`.json (atomically, npz first)."""
+        from .atomic import write_atomic
+
+        path = Path(path)
+        buffer = _npz_bytes(mean=self.mean.astype(np.float32), matrix=self.matrix.astype(np.float32),
+                            recipe=np.array(json.dumps(self.recipe.to_dict())))
+        write_atomic(path.with_suffix(".npz"), buffer)
+        card = {**card, "recipe": self.recipe.to_dict(), "sha256": hashlib.sha256(buffer).hexdigest()}
+        write_atomic(path.with_suffix(".json"), (json.dumps(card, indent=1, ensure_ascii=False) + "\n").encode())
+        return path.with_suffix(".npz")
+
+    @classmethod
+    def load(cls, path: Path) -> "Projection":
+        """Read a projection file and its card; nothing in them can run code."""
+        path = Path(path).with_suffix(".npz")
+        try:
+            data = path.read_bytes()
+            card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+            if not isinstance(card, dict):
+                raise ValueError("its card is not a JSON object")
+            digest = hashlib.sha256(data).hexdigest()
+            if card.get("sha256") != digest:
+                raise ValueError(f"sha256 {digest} does not match its card's {card.get('sha256')}")
+            import io
+
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                mean, matrix = npz["mean"].astype(np.float32), npz["matrix"].astype(np.float32)
+                recipe = Recipe.from_dict(json.loads(str(npz["recipe"])))
+            if mean.shape != (recipe.dim,) or matrix.ndim != 2 or matrix.shape[0] != recipe.dim \
+                    or not 0 < matrix.shape[1] <= recipe.dim or not np.isfinite(matrix).all():
+                raise ValueError(f"arrays of shapes {mean.shape} and {matrix.shape} do not fit its recipe")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: not a usable embedder projection ({exc})") from exc
+        return cls(mean, matrix, recipe, card, digest)
+
+
+def shipped_projection(name: str = DEFAULT_PROJECTION) -> Path:
+    """The path of a projection shipped with the package."""
+    from importlib.resources import files
+
+    return Path(str(files("animeface.embeddings") / f"{name}.npz"))
 
 
 def colour_histogram(crop: np.ndarray, bins: tuple[int, int, int] = (HUE_BINS, SAT_BINS, GREY_BINS)) -> np.ndarray:
     """Hue x saturation histogram of coloured pixels plus a value histogram of grey ones.
 
     Hair and eye colours are strong cues for who an anime character is (ToonNet's
-    "feature inserted network" idea). Square-rooted and L2-normalised. `bins` is
-    (hue, saturation, grey), for measuring other layouts.
+    "feature inserted network" idea). Square-rooted and L2-normalised.
     """
+    import cv2
+
     hue_bins, sat_bins, grey_bins = bins
     hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV)
     h, s, v = (hsv[:, :, i].ravel() for i in range(3))
@@ -63,137 +150,100 @@ def colour_histogram(crop: np.ndarray, bins: tuple[int, int, int] = (HUE_BINS, S
 
 
 class Embedder:
-    """Batched, L2-normalised face vectors from one backbone.
+    """Batched, L2-normalised face vectors.
 
-    ``backbone_id`` names the weights exactly, so a gallery can refuse vectors
-    from any other backbone.
+    `projection` is "default" (the shipped one, used when it was trained for this
+    backbone's weights; otherwise the untrained recipe), a path to a projection made
+    by `animeface train`, or None for the untrained `recipe`.
     """
 
-    def __init__(self, backbone=None, colour_weight: float = DEFAULT_COLOUR_WEIGHT,
-                 input_size: int = DEFAULT_INPUT_SIZE, batch_size: int = 32):
-        if colour_weight < 0:
-            raise ValueError(f"colour_weight must be >= 0, got {colour_weight}")
-        if input_size < 75:
-            raise ValueError(f"input_size must be at least 75 (Inception-v3's minimum), got {input_size}")
+    def __init__(self, backbone=None, projection: str | Path | None = "default", recipe: Recipe | None = None,
+                 batch_size: int = 16):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.spec = resolve_backbone(backbone)
-        self.colour_weight = float(colour_weight)
-        self.input_size = int(input_size)
+        parse_spec(self.spec)  # a bad spec fails here, before any work
         self.batch_size = int(batch_size)
-        self.backbone_id, self._load = self._identify(self.spec)
+        self.projection: Projection | None = None
+        if projection == "default":
+            shipped = Projection.load(shipped_projection())
+            if recipe is None and self._backbone_for(shipped.recipe).id == shipped.card.get("backbone_id"):
+                self.projection = shipped
+        elif projection is not None:
+            self.projection = Projection.load(Path(projection))
+            if recipe is not None and recipe != self.projection.recipe:
+                raise ValueError("a trained projection brings its own recipe; pass recipe=None")
+        self.recipe = self.projection.recipe if self.projection else recipe or Recipe()
+        self.network = self._backbone_for(self.recipe)
+        if self.projection and self.projection.card.get("backbone_id") != self.backbone_id:
+            raise ModelError(f"{self.projection.name or 'the projection'} was trained on backbone "
+                             f"{self.projection.card.get('backbone_id')}, not {self.backbone_id}; train one for "
+                             "these weights with 'animeface train'")
+
+    def _backbone_for(self, recipe: Recipe) -> Network:
+        return Network(self.spec, recipe.layers, recipe.pooling, recipe.input_size)
+
+    @property
+    def input_size(self) -> int:
+        return self.recipe.input_size
+
+    @property
+    def backbone_id(self) -> str:
+        return self.network.id
 
     @property
     def dim(self) -> int:
-        return CNN_DIM + (COLOUR_DIM if self.colour_weight > 0 else 0)
+        return self.projection.matrix.shape[1] if self.projection else self.recipe.dim
 
     @property
-    def preprocessing(self) -> dict:
-        return {"input_size": self.input_size, "colour_weight": self.colour_weight,
-                "colour_bins": [HUE_BINS, SAT_BINS, GREY_BINS]}
+    def description(self) -> dict:
+        """Everything besides the backbone that shapes a vector, as recorded in galleries."""
+        return {"recipe": self.recipe.to_dict(),
+                "projection": self.projection.name if self.projection else None,
+                "projection_sha256": self.projection.sha256 if self.projection else None}
 
     def embed(self, crops) -> np.ndarray:
         """(n, dim) float32 unit vectors for n RGB uint8 crops of input_size x input_size."""
         crops = np.asarray(crops, dtype=np.uint8)
-        if crops.ndim != 4 or crops.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(f"crops must have shape (n, {self.input_size}, {self.input_size}, 3), got {crops.shape}")
+        size = self.input_size
+        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
+            raise ValueError(f"crops must have shape (n, {size}, {size}, 3), got {crops.shape}")
         if len(crops) == 0:
             return np.zeros((0, self.dim), np.float32)
-        key = (self.backbone_id, self.input_size)
-        if key not in _LOADED:
-            _LOADED[key] = self._load()
-        forward = _LOADED[key]
-        cnn = np.concatenate([forward(crops[i:i + self.batch_size]).numpy()
-                              for i in range(0, len(crops), self.batch_size)]).astype(np.float32)
-        cnn /= np.maximum(np.linalg.norm(cnn, axis=1, keepdims=True), 1e-12)
-        if self.colour_weight == 0:
-            return cnn
-        colour = np.stack([colour_histogram(c) for c in crops]) * self.colour_weight
-        vec = np.concatenate([cnn, colour], axis=1)
-        return (vec / np.linalg.norm(vec, axis=1, keepdims=True)).astype(np.float32)
+        vectors = self.features(crops)
+        if self.recipe.mirror:
+            vectors = _unit(vectors + self.features(crops[:, :, ::-1]))
+        return (self.projection(vectors) if self.projection else vectors).astype(np.float32)
 
-    # -- backbones -------------------------------------------------------------
-
-    def _identify(self, spec: str):
-        """Map a spec to (backbone_id, loader) without importing TensorFlow."""
-        if spec == "imagenet":
-            return "keras-inception-v3-imagenet", lambda: self._keras(models.fetch("inception_v3_imagenet_notop"))
-        if spec == "random-init" or spec.startswith("random-init:"):
-            seed_text = spec.partition(":")[2] or "0"
-            try:
-                seed = int(seed_text)
-            except ValueError:
-                raise ModelError(f"backbone {spec!r}: the seed after 'random-init:' must be an integer") from None
-            return f"random-init:{seed}", lambda: self._keras(None, seed)
-        if spec == "tfhub":
-            spec = TFHUB_INCEPTION_V3
-        if spec.startswith(("http://", "https://")):
-            return spec, lambda: self._saved_model(_resolve_hub(spec))
-        path = Path(spec).expanduser()
-        if path.is_file() and path.suffix == ".h5":
-            digest = models.sha256_file(path)
-            known = models.manifest()["inception_v3_imagenet_notop"].sha256
-            ident = "keras-inception-v3-imagenet" if digest == known else f"keras-inception-v3:{digest[:16]}"
-            return ident, lambda: self._keras(path)
-        if path.is_dir() and (path / "saved_model.pb").is_file():
-            return f"savedmodel:{models.sha256_file(path / 'saved_model.pb')[:16]}", lambda: self._saved_model(path)
-        raise ModelError(
-            f"backbone {spec!r} is not 'imagenet', 'tfhub', 'random-init[:SEED]', a TF-Hub URL, a Keras .h5 "
-            "weights file or a SavedModel folder (check ANIMEFACE_BACKBONE)"
-        )
-
-    def _keras(self, weights: Path | None, seed: int | None = None):
-        import keras
-        import tensorflow as tf
-
-        if weights is None:
-            warnings.warn(f"animeface: backbone random-init:{seed} has RANDOM weights; names will be poor. "
-                          "Use it for tests and measurements only.", stacklevel=3)
-            keras.utils.set_random_seed(seed)
-        size = self.input_size
-        net = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=None,
-                                             input_shape=(size, size, 3))
-        if weights is not None:
-            try:
-                net.load_weights(str(weights))
-            except Exception as exc:
-                raise ModelError(f"{weights}: not Inception-v3 'notop' Keras weights ({exc})") from exc
-
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
-        def forward(batch):
-            return net(tf.cast(batch, tf.float32) / 127.5 - 1.0, training=False)
-
-        return forward
-
-    def _saved_model(self, folder: Path):
-        import tensorflow as tf
-
-        try:
-            module = tf.saved_model.load(str(folder))
-        except Exception as exc:
-            raise ModelError(f"{folder}: could not load as a TensorFlow SavedModel ({exc})") from exc
-        call = module if callable(module) else _first_output(module.signatures["serving_default"])
-        size = self.input_size
-
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
-        def forward(batch):
-            return call(tf.cast(batch, tf.float32) / 255.0)
-
-        return forward
+    def features(self, crops: np.ndarray) -> np.ndarray:
+        """The recipe's vectors, before any projection: what `animeface train` learns from."""
+        pooled = np.concatenate([self.network(crops[i:i + self.batch_size])
+                                 for i in range(0, len(crops), self.batch_size)])
+        return combine(pooled, crops, self.recipe)
 
 
-def _first_output(signature):
-    def call(x):
-        return next(iter(signature(x).values()))
-    return call
+def combine(pooled: np.ndarray, crops: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """Per layer: signed power, then L2; layers concatenated and L2-normalised; then the
+    weighted colour histogram appended and the whole L2-normalised."""
+    parts, start = [], 0
+    for layer in recipe.layers:
+        block = pooled[:, start:start + CHANNELS[layer]]
+        start += CHANNELS[layer]
+        parts.append(_unit(np.sign(block) * np.abs(block) ** recipe.power))
+    vectors = _unit(np.concatenate(parts, axis=1))
+    if recipe.colour_weight > 0:
+        colour = np.stack([colour_histogram(c) for c in crops]) * recipe.colour_weight
+        vectors = _unit(np.concatenate([vectors, colour], axis=1))
+    return vectors.astype(np.float32)
 
 
-def _resolve_hub(handle: str) -> Path:
-    os.environ.setdefault("TFHUB_CACHE_DIR", str(models.cache_dir() / "tfhub"))
-    try:
-        import tensorflow_hub as hub
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
-        return Path(hub.resolve(handle))
-    except Exception as exc:
-        raise ModelError(
-            f"could not fetch the TF-Hub module {handle} ({exc}). Offline, download it elsewhere and "
-            "set ANIMEFACE_BACKBONE to the unpacked SavedModel folder or to the Keras .h5 weights file"
-        ) from exc
+
+def _npz_bytes(**arrays) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()

@@ -169,7 +169,7 @@ def score_splits(rec: Recognizer, folders: dict[str, list[Path]], pictures: list
     records, splits = [], []
     for split in tqdm(range(repeats), desc="splits", unit="split", disable=not rec.progress):
         known, chosen = make_split(folders, shots, unknown, rng)
-        rec.gallery = Gallery(rec.embedder.backbone_id, rec.embedder.dim, rec.embedder.preprocessing)
+        rec.gallery = Gallery(rec.embedder.backbone_id, rec.embedder.dim, rec.embedder.description)
         rec.head = None
         enrolled = set()
         for name in known:

@@ -1,8 +1,9 @@
 """Model files: a pinned manifest, verified downloads, and a cache.
 
-Nothing here is bundled with the package. Each file is named in models.json with
-its address, size, sha256 and licence; it is downloaded once into the cache,
-checked, and moved into place atomically.
+Nothing from elsewhere is bundled with the package. Each such file is named in a
+manifest (cascades/manifest.json, embeddings/manifest.json) with its address, size,
+sha256 and licence; it is downloaded once into the cache, checked, and moved into
+place atomically.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from pathlib import Path
 
 from .errors import ModelError
 
-MANIFEST_PATH = Path(__file__).with_name("models.json")
-
 
 @dataclass(frozen=True)
 class ModelFile:
@@ -31,10 +30,22 @@ class ModelFile:
     env: str
 
 
+def _read_manifest(package: str) -> dict:
+    from importlib.resources import files
+
+    return json.loads((files(package) / "manifest.json").read_text(encoding="utf-8"))
+
+
 def manifest() -> dict[str, ModelFile]:
-    with open(MANIFEST_PATH, encoding="utf-8") as fh:
-        raw = json.load(fh)
+    """Every downloadable model file, by name."""
+    raw = {**_read_manifest("animeface.cascades"), **_read_manifest("animeface.embeddings")["files"]}
     return {name: ModelFile(name=name, **entry) for name, entry in raw.items()}
+
+
+def known_weights() -> dict[str, dict[str, str]]:
+    """Backbone weights files known to hold the ImageNet numbers: file sha256 -> {deepest layer
+    used: digest of the weight values up to it} (see backbone.py)."""
+    return _read_manifest("animeface.embeddings")["known_weights"]
 
 
 def cache_dir() -> Path:

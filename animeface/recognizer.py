@@ -19,7 +19,7 @@ import numpy as np
 
 from .crop import DEFAULT_MARGIN, crop_face, whole_image
 from .detect import Box, Detector
-from .embed import DEFAULT_COLOUR_WEIGHT, Embedder
+from .embed import Embedder
 from .errors import BackboneMismatchError, GalleryError, ImageError
 from .gallery import Gallery
 from .head import SoftmaxHead
@@ -83,7 +83,7 @@ class Recognizer:
     """A gallery of enrolled characters, and the pipeline that names faces against it."""
 
     def __init__(self, path: os.PathLike | None = None, *, backbone=None, cascade=None,
-                 colour_weight: float | None = None, similarity_threshold: float | None = None,
+                 projection="default", similarity_threshold: float | None = None,
                  probability_threshold: float | None = None, margin: float = DEFAULT_MARGIN,
                  detector: Detector | None = None, progress: bool | None = None):
         self.path = Path(path) if path is not None else default_gallery_path()
@@ -94,27 +94,23 @@ class Recognizer:
         self._local = threading.local()
         self._user_thresholds = (similarity_threshold, probability_threshold)
         self.head: SoftmaxHead | None = None
+        self.embedder = Embedder(backbone, projection=projection)
         if Gallery.exists(self.path):
             gallery, head_arrays, description = Gallery.load(self.path)
-            stored_weight = gallery.preprocessing.get("colour_weight", DEFAULT_COLOUR_WEIGHT)
-            if colour_weight is not None and colour_weight != stored_weight:
-                raise GalleryError(f"{self.path}: gallery was made with colour_weight={stored_weight}, "
-                                   f"not {colour_weight}")
-            self.embedder = Embedder(backbone, colour_weight=stored_weight,
-                                     input_size=gallery.preprocessing.get("input_size", 299))
-            if self.embedder.backbone_id != gallery.backbone_id:
+            made_with = (gallery.backbone_id, gallery.preprocessing)
+            if made_with != (self.embedder.backbone_id, self.embedder.description):
                 raise BackboneMismatchError(
-                    f"{self.path}: this gallery's vectors come from backbone {gallery.backbone_id!r}, but the "
-                    f"backbone in use is {self.embedder.backbone_id!r}; open it with that backbone "
-                    "(backbone=... or ANIMEFACE_BACKBONE) or enroll the characters again")
+                    f"{self.path}: this gallery's vectors were made by another embedder (backbone "
+                    f"{gallery.backbone_id!r}, {_describe(gallery.preprocessing)}) than the one in use (backbone "
+                    f"{self.embedder.backbone_id!r}, {_describe(self.embedder.description)}). Open it with the "
+                    "backbone it was made with (--backbone or ANIMEFACE_BACKBONE), or enroll its characters "
+                    "again into a new gallery")
             self.gallery = gallery
             self.head = SoftmaxHead.from_arrays(head_arrays) if head_arrays else None
             stored = description.get("thresholds")
             self._thresholds = Thresholds(**stored) if stored else None
         else:
-            self.embedder = Embedder(backbone, colour_weight=DEFAULT_COLOUR_WEIGHT if colour_weight is None
-                                     else colour_weight)
-            self.gallery = Gallery(self.embedder.backbone_id, self.embedder.dim, self.embedder.preprocessing)
+            self.gallery = Gallery(self.embedder.backbone_id, self.embedder.dim, self.embedder.description)
             self._thresholds = None
         if self._thresholds is None:
             self._refit()
@@ -309,6 +305,11 @@ def _decide(box: Box, candidates: list[tuple[str, float]], accepted: bool) -> Fa
     return Face(box, None, 1.0 - top_score, candidates)
 
 
+def _describe(embedder: dict) -> str:
+    projection = embedder.get("projection")
+    return f"projection {projection!r}" if projection else "no trained projection"
+
+
 def _check_faces(faces: str) -> None:
     if faces not in FACE_MODES:
         raise ValueError(f"faces must be one of {', '.join(FACE_MODES)}; got {faces!r}")
@@ -339,7 +340,7 @@ _default: Recognizer | None = None
 def default_recognizer() -> Recognizer:
     """The recognizer on the default gallery, reopened when ANIMEFACE_HOME or the backbone changes."""
     global _default
-    from .embed import resolve_backbone
+    from .backbone import resolve_backbone
 
     path = default_gallery_path()
     if _default is None or _default.path != path or _default.embedder.spec != resolve_backbone(None):

@@ -3,12 +3,13 @@
 HOG features of a 32x32 equalised grayscale crop and a logistic regression, trained by
 benchmarks/train_verifier.py on the shared face crops against non-face crops.
 It lets the cascade run with looser settings (more faces found) while the
-extra false boxes are thrown away. Weights live in face_verifier.npz, plain
+extra false boxes are thrown away. Weights live in cascades/face_verifier.npz, plain
 arrays, loaded without pickle.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,7 @@ import numpy as np
 from .errors import ModelError
 
 CROP_SIZE = 32
-WEIGHTS_PATH = Path(__file__).with_name("face_verifier.npz")
+WEIGHTS_PATH = Path(str(files("animeface.cascades") / "face_verifier.npz"))
 
 _HOG = cv2.HOGDescriptor((CROP_SIZE, CROP_SIZE), (16, 16), (8, 8), (8, 8), 9)
 

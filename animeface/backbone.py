@@ -1,0 +1,259 @@
+"""The embedder's network: Inception-v3 up to the layers a recipe pools, run by OpenVINO.
+
+TensorFlow builds the network from real weights and is imported only to do that, once:
+the network (with its pooling) is converted to an OpenVINO model and cached in
+ANIMEFACE_CACHE/networks, keyed by the weights file's sha256, the layers, the pooling
+and the input size. Every later run reads the cached model and never imports
+TensorFlow. OpenVINO is the one runtime (measured against TensorFlow in
+benchmarks/run.py); there is no fallback.
+
+Weights come from:
+  - "imagenet" (default): the official Keras ImageNet Inception-v3 "notop" file,
+    downloaded and pinned by sha256 (embeddings/manifest.json);
+  - a path to Inception-v3 Keras weights: that official file, or a Keras 3
+    ``.weights.h5`` of the layers up to ``mixed8`` (like the one in shared data);
+  - "random-init" or "random-init:SEED": seeded random weights, for tests only.
+
+The backbone id is a digest of the weight values the network actually uses, so the
+official file and a truncated copy holding the same numbers give the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import models
+from .errors import ModelError
+
+DEFAULT_BACKBONE = "imagenet"
+LAYERS = ("mixed0", "mixed1", "mixed2", "mixed3", "mixed4", "mixed5", "mixed6", "mixed7", "mixed8")
+POOLINGS = ("avg", "gem", "max")
+#: GeM's exponent: between average (1) and max pooling (infinity).
+GEM_POWER = 3.0
+#: Bumped whenever the conversion changes what a cached network computes.
+CONVERSION_VERSION = 1
+
+_lock = threading.Lock()
+_compiled: dict = {}
+
+
+def resolve_backbone(backbone: str | os.PathLike | None) -> str:
+    """The backbone spec in force: the argument, else ANIMEFACE_BACKBONE, else the default."""
+    return str(backbone or os.environ.get("ANIMEFACE_BACKBONE") or DEFAULT_BACKBONE)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where a network's weights come from: a file (with its sha256) or a random seed."""
+
+    spec: str
+    path: Path | None = None
+    sha256: str | None = None
+    seed: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"random-init:{self.seed}" if self.path is None else self.sha256
+
+
+def parse_spec(spec: str) -> Weights:
+    """Check a backbone spec without touching TensorFlow or the network."""
+    if spec == "random-init" or spec.startswith("random-init:"):
+        try:
+            return Weights(spec, seed=int(spec.partition(":")[2] or "0"))
+        except ValueError:
+            raise ModelError(f"backbone {spec!r}: the seed after 'random-init:' must be an integer") from None
+    if spec == "imagenet":
+        return Weights(spec)  # resolved to the downloaded file when first needed
+    path = Path(spec).expanduser()
+    if path.is_file() and path.name.endswith(".h5"):
+        return Weights(spec, path)
+    raise ModelError(f"backbone {spec!r} is not 'imagenet', 'random-init[:SEED]' or an Inception-v3 Keras "
+                     ".h5 weights file (check --backbone or ANIMEFACE_BACKBONE)")
+
+
+def _with_file(weights: Weights) -> Weights:
+    """Fill in the file and its sha256, downloading the official file if needed."""
+    if weights.seed is not None or weights.sha256:
+        return weights
+    path = models.fetch("inception_v3_imagenet_notop") if weights.path is None else weights.path
+    return Weights(weights.spec, path, models.sha256_file(path))
+
+
+def backbone_id(weights: Weights, deepest: str) -> str:
+    """The id of the weights up to layer `deepest`: pinned for known files, else read from
+    the cached network, else computed by converting it."""
+    if weights.seed is not None:
+        return f"random-init:{weights.seed}"
+    weights = _with_file(weights)
+    pinned = models.known_weights().get(weights.sha256, {}).get(deepest)
+    if pinned:
+        return f"inception-v3:{pinned[:16]}"
+    return f"inception-v3:{_prepare_id(weights, deepest)[:16]}"
+
+
+def _prepare_id(weights: Weights, deepest: str) -> str:
+    folder = network_folder(weights, (deepest,), "avg", 299)
+    if not (folder / "network.json").is_file():
+        convert(weights, (deepest,), "avg", 299, folder)
+    return _read_card(folder)["weights_digest"]
+
+
+def network_folder(weights: Weights, layers: tuple[str, ...], pooling: str, size: int) -> Path:
+    key = json.dumps([weights.key, list(layers), pooling, size, CONVERSION_VERSION])
+    return models.cache_dir() / "networks" / hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+class Network:
+    """Pooled features of the recipe's layers for a batch of uint8 RGB crops: (n, sum of channels)."""
+
+    def __init__(self, spec: str, layers: tuple[str, ...], pooling: str, size: int):
+        for layer in layers:
+            if layer not in LAYERS:
+                raise ValueError(f"layer {layer!r} is not one of {', '.join(LAYERS)}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.weights = parse_spec(spec)
+        self.layers, self.pooling, self.size = tuple(layers), pooling, int(size)
+
+    @property
+    def deepest(self) -> str:
+        return max(self.layers, key=LAYERS.index)
+
+    @property
+    def id(self) -> str:
+        return backbone_id(self.weights, self.deepest)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        request = self._compiled().create_infer_request()
+        return request.infer({0: np.ascontiguousarray(crops, np.uint8)})[0].astype(np.float32, copy=False)
+
+    def _compiled(self):
+        weights = _with_file(self.weights)
+        folder = network_folder(weights, self.layers, self.pooling, self.size)
+        with _lock:
+            if folder not in _compiled:
+                if not (folder / "network.json").is_file():
+                    convert(weights, self.layers, self.pooling, self.size, folder)
+                _compiled[folder] = _compile(folder)
+            return _compiled[folder]
+
+
+def _compile(folder: Path):
+    """Load a cached network after checking its files against its card."""
+    import openvino as ov
+
+    card = _read_card(folder)
+    for name in ("network.xml", "network.bin"):
+        if not (folder / name).is_file() or models.sha256_file(folder / name) != card["files"].get(name):
+            raise ModelError(f"{folder}: the cached network is damaged ({name}); delete that folder and it "
+                             "will be prepared again")
+    core = ov.Core()
+    try:
+        return core.compile_model(str(folder / "network.xml"), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_NUM_THREADS": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1,
+        })
+    except RuntimeError as exc:
+        raise ModelError(f"{folder}: OpenVINO could not load the cached network ({exc}); delete that folder "
+                         "and it will be prepared again") from exc
+
+
+def _read_card(folder: Path) -> dict:
+    try:
+        card = json.loads((folder / "network.json").read_text(encoding="utf-8"))
+        if not isinstance(card, dict) or not isinstance(card.get("files"), dict) \
+                or not isinstance(card.get("weights_digest"), str):
+            raise ValueError("not a network card")
+        return card
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder}: the cached network is damaged ({exc}); delete that folder and it "
+                         "will be prepared again") from exc
+
+
+def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, folder: Path) -> None:
+    """Build the network in TensorFlow from the weights, convert it to OpenVINO, cache it atomically."""
+    print("animeface: preparing the embedder, once (building Inception-v3 and converting it; "
+          "about a minute)", file=sys.stderr, flush=True)
+    net, digest = _keras_network(weights, layers, pooling, size)
+    import openvino as ov
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model = ov.convert_model(net)
+        ov.save_model(model, str(tmp / "network.xml"), compress_to_fp16=False)
+        card = {"weights": weights.key, "weights_digest": digest, "layers": list(layers), "pooling": pooling,
+                "input_size": size, "conversion_version": CONVERSION_VERSION,
+                "files": {n: models.sha256_file(tmp / n) for n in ("network.xml", "network.bin")}}
+        (tmp / "network.json").write_text(json.dumps(card, indent=1), encoding="utf-8")
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process cached it first: keep theirs
+            if not (folder / "network.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _keras_network(weights: Weights, layers: tuple[str, ...], pooling: str, size: int):
+    """A tf.function from uint8 crops to pooled features, and the digest of the weights it uses."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import tensorflow as tf
+
+    keras.backend.clear_session()  # fresh layer names: Keras 3 weight files are keyed by them
+    if weights.seed is not None:
+        warnings.warn(f"animeface: backbone random-init:{weights.seed} has RANDOM weights; names will be poor. "
+                      "Use it for tests only.", stacklevel=4)
+        keras.utils.set_random_seed(weights.seed)
+    base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(size, size, 3))
+    if weights.seed is None:
+        _load_weights(base, weights.path)
+    cut = keras.Model(base.input, [base.get_layer(name).output for name in layers])
+    digest = hashlib.sha256()
+    for variable in cut.weights:
+        digest.update(np.ascontiguousarray(variable.numpy(), np.float32).tobytes())
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
+    def pooled(batch):
+        maps = cut(tf.cast(batch, tf.float32) / 127.5 - 1.0, training=False)
+        maps = maps if isinstance(maps, (list, tuple)) else [maps]
+        return tf.concat([_pool(tf, m, pooling) for m in maps], axis=1)
+
+    return pooled, digest.hexdigest()
+
+
+def _load_weights(base, path: Path) -> None:
+    """The official full "notop" file (Keras 2 layout) loads into the whole base; a Keras 3
+    .weights.h5 of the layers up to mixed8 loads into the trunk."""
+    import h5py
+    import keras
+
+    try:
+        with h5py.File(path, "r") as fh:
+            legacy = "layer_names" in fh.attrs
+        target = base if legacy else keras.Model(base.input, base.get_layer("mixed8").output)
+        target.load_weights(str(path))
+    except Exception as exc:  # h5py, Keras and TensorFlow raise many kinds here
+        raise ModelError(f"{path}: not Inception-v3 Keras weights covering the layers up to mixed8 ({exc})") from exc
+
+
+def _pool(tf, maps, pooling: str):
+    if pooling == "avg":
+        return tf.reduce_mean(maps, axis=[1, 2])
+    if pooling == "max":
+        return tf.reduce_max(maps, axis=[1, 2])
+    return tf.pow(tf.reduce_mean(tf.pow(tf.maximum(maps, 1e-6), GEM_POWER), axis=[1, 2]), 1.0 / GEM_POWER)
