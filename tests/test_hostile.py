@@ -5,7 +5,6 @@ loads or fails with one GalleryError naming the file and field; bad input is one
 clear message, and the run carries on.
 """
 
-import hashlib
 import io
 import json
 import os
