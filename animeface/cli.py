@@ -14,6 +14,9 @@ from .errors import AnimefaceError
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints, escaped, rather than crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
@@ -22,6 +25,9 @@ def main(argv=None) -> int:
     try:
         return args.run(args) or 0
     except AnimefaceError as exc:
+        print(f"animeface: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the disk said no (full, read-only, permission): a message, not a traceback
         print(f"animeface: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

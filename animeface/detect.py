@@ -55,6 +55,19 @@ def cascade_path(cascade: str | os.PathLike | None = None) -> Path:
     return models.fetch("lbpcascade_animeface")
 
 
+def _load_cascade(path: Path) -> cv2.CascadeClassifier:
+    """The cascade in path; a file that is not one (empty, damaged, another kind of XML) is a ModelError."""
+    cascade = cv2.CascadeClassifier()
+    try:
+        loaded = cascade.load(str(path)) and not cascade.empty()
+    except cv2.error:
+        loaded = False
+    if not loaded:
+        raise ModelError(f"{path}: not a cascade file OpenCV can load (empty, damaged or another kind of file); "
+                         "point ANIMEFACE_CASCADE at lbpcascade_animeface.xml")
+    return cascade
+
+
 CONTRASTS = ("equalize", "clahe")
 
 
@@ -122,9 +135,7 @@ class Detector:
         if not angles:
             raise ValueError("angles must hold at least one rotation, e.g. (0,)")
         self.path = cascade_path(cascade)
-        self._cascade = cv2.CascadeClassifier(str(self.path))
-        if self._cascade.empty():
-            raise ModelError(f"{self.path}: OpenCV could not load this file as a cascade")
+        self._cascade = _load_cascade(self.path)
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size = min_size

@@ -51,9 +51,9 @@ class Recipe:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if not 0 < self.power <= 1:
             raise ValueError(f"power must be in (0, 1], got {self.power}")
-        if self.colour_weight < 0:
-            raise ValueError(f"colour_weight must be >= 0, got {self.colour_weight}")
-        if self.input_size not in INPUT_SIZES:
+        if not 0 <= self.colour_weight <= 10:
+            raise ValueError(f"colour_weight must be in [0, 10], got {self.colour_weight}")
+        if type(self.input_size) is not int or self.input_size not in INPUT_SIZES:
             raise ValueError(f"input_size must be one of {INPUT_SIZES}, got {self.input_size}")
 
     @property

@@ -13,6 +13,10 @@ class ModelError(AnimefaceError):
     """A model file is missing, failed to download or failed its checksum."""
 
 
+class CharacterNameError(AnimefaceError, ValueError):
+    """A character name cannot be used: it must also be a safe folder name (see gallery.validate_name)."""
+
+
 class GalleryError(AnimefaceError):
     """A saved gallery is missing, damaged, or does not fit the embedder in use."""
 

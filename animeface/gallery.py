@@ -1,21 +1,61 @@
 """The gallery: enrolled face vectors, their labels and sources, a FAISS index over them,
-and the folder format they are saved in (JSON + .npy + .npz, never pickle)."""
+and the folder format they are saved in (JSON + .npy + .npz, never pickle).
+
+A gallery folder may come from someone else, so loading trusts nothing in it:
+gallery.json is checked field by field against the schema below, each array's
+.npy header is checked against the shape and type the JSON implies before any
+of it is read, and the FAISS index is rebuilt from the vectors rather than read
+(its reader is not made for hostile files). Any fault is one GalleryError
+naming the file and the field.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import shutil
-import tempfile
+import re
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from .errors import GalleryError
+from . import files
+from .embed import Recipe
+from .errors import CharacterNameError, GalleryError
 
-FORMAT_VERSION = 1
+#: 2: vectors from the trained embedder; preprocessing records its recipe and projection.
+FORMAT_VERSION = 2
+#: Every file a gallery folder may hold (index.faiss: written by earlier versions, no longer read).
+GALLERY_FILES = ("gallery.json", "vectors.npy", "head.npz", "index.faiss")
+HEAD_ARRAYS = ("coef", "intercept", "classes", "penalty")
+#: A character name becomes a folder name when sorting: at most this many bytes in UTF-8.
+NAME_MAX_BYTES = 200
+MAX_DIM = 1 << 16
+MAX_TEXT = 4096
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 #: Exact search is fastest up to about this many vectors; above it, HNSW.
 EXACT_SEARCH_LIMIT = 100_000
+
+
+def validate_name(name: str) -> str:
+    """A character name, stripped; it becomes a folder name when sorting, so it must be a safe one."""
+    if not isinstance(name, str) or not name.strip():
+        raise CharacterNameError(f"a character name must be a non-empty string, got {name!r}")
+    name = name.strip()
+    if any(c in name for c in '/\\\0') or name in (".", "..") or name.startswith((".", "_")) \
+            or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise CharacterNameError(f"character name {name!r} must not contain slashes or control characters, "
+                                 "or start with '.' or '_' (reserved for sort's own folders)")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise CharacterNameError(f"character name {name!r} is not valid text (undecodable bytes)") from None
+    if size > NAME_MAX_BYTES:
+        raise CharacterNameError(f"character name {name[:40]!r}... is {size} bytes long in UTF-8; "
+                                 f"the limit is {NAME_MAX_BYTES} (it becomes a folder name)")
+    return name
 
 
 def build_index(vectors: np.ndarray):
@@ -88,12 +128,23 @@ class Gallery:
     # -- files -----------------------------------------------------------------
 
     def save(self, folder: os.PathLike, head_arrays: dict | None = None, extra: dict | None = None) -> None:
-        """Write the gallery folder atomically: build it beside the target, then swap it in."""
-        import faiss
+        """Write the gallery folder atomically: build it beside the target, then swap it in.
 
-        folder = Path(folder)
+        Only a folder that holds a gallery (or nothing) is replaced, and only the
+        gallery's own files are ever removed: pointing a save at a folder of
+        pictures is a GalleryError, with the pictures untouched.
+        """
+        folder = Path(folder).expanduser().resolve()
+        backup = _backup_of(folder)
+        for path in (folder, backup):
+            if os.path.lexists(path) and not _holds_gallery(path):
+                raise GalleryError(f"{path}: exists and is not a gallery folder (it holds other files); "
+                                   "choose a new or empty folder for the gallery")
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        for leftover in files.leftovers(folder.parent, of=folder.name):  # from a save that was killed
+            if _holds_gallery(leftover):
+                _remove_gallery(leftover)
+        tmp = files.temp_dir(folder)
         try:
             description = {
                 "format_version": FORMAT_VERSION,
@@ -104,18 +155,23 @@ class Gallery:
                 "entries": self.entries,
                 **(extra or {}),
             }
-            with open(tmp / "gallery.json", "w", encoding="utf-8") as fh:
+            # backslashreplace writes an undecodable file name's surrogates as JSON escapes: lossless
+            with open(tmp / "gallery.json", "w", encoding="utf-8", errors="backslashreplace") as fh:
                 json.dump(description, fh, indent=1, ensure_ascii=False)
             np.save(tmp / "vectors.npy", self.vectors, allow_pickle=False)
             if head_arrays:
                 np.savez(tmp / "head.npz", **head_arrays)
-            if len(self):
-                faiss.write_index(build_index(self.vectors) if self._index is None else self._index,
-                                  str(tmp / "index.faiss"))
             _fsync_tree(tmp)
-            _swap_into_place(tmp, folder)
+            if os.path.lexists(folder):
+                if os.path.lexists(backup):  # older than the folder, which is whole
+                    _remove_gallery(backup)
+                os.rename(folder, backup)
+            os.rename(tmp, folder)
+            if os.path.lexists(backup):
+                _remove_gallery(backup)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp.exists():
+                _remove_gallery(tmp)
 
     @staticmethod
     def exists(folder: os.PathLike) -> bool:
@@ -125,40 +181,23 @@ class Gallery:
 
     @classmethod
     def load(cls, folder: os.PathLike) -> tuple["Gallery", dict | None, dict]:
-        """Read a gallery folder; returns (gallery, head arrays or None, the JSON description)."""
+        """Read and check a gallery folder; returns (gallery, head arrays or None, the JSON description)."""
         folder = Path(folder)
         if not (folder / "gallery.json").is_file() and Gallery.exists(folder):
             folder = _backup_of(folder)  # a save was interrupted between its two renames
-        try:
+        for name in ("gallery.json", "vectors.npy"):
+            if not (folder / name).is_file():
+                raise GalleryError(f"{folder}: not a gallery folder (missing {name})")
+        with _reading(folder / "gallery.json"):
             with open(folder / "gallery.json", encoding="utf-8") as fh:
                 description = json.load(fh)
-            version = description.get("format_version")
-            if version != FORMAT_VERSION:
-                raise GalleryError(f"{folder}: gallery format {version} is not supported (expected {FORMAT_VERSION})")
-            gallery = cls(description["backbone_id"], description["embedding_dim"], description["preprocessing"])
-            vectors = np.load(folder / "vectors.npy", allow_pickle=False)
-            head_path = folder / "head.npz"
-            head_arrays = None
-            if head_path.is_file():
-                with np.load(head_path, allow_pickle=False) as npz:
-                    head_arrays = {k: npz[k] for k in npz.files}
-        except GalleryError:
-            raise
-        except FileNotFoundError as exc:
-            raise GalleryError(f"{folder}: not a gallery folder (missing {Path(exc.filename).name})") from exc
-        except (KeyError, ValueError, OSError) as exc:
-            raise GalleryError(f"{folder}: damaged gallery ({exc})") from exc
-        entries = description.get("entries", [])
-        if vectors.shape != (len(entries), gallery.dim):
-            raise GalleryError(f"{folder}: vectors.npy has shape {vectors.shape}, "
-                               f"expected ({len(entries)}, {gallery.dim})")
+        _check_description(description, folder / "gallery.json")
+        gallery = cls(description["backbone_id"], description["embedding_dim"], description["preprocessing"])
+        entries, labels = description["entries"], description["labels"]
+        with _reading(folder / "vectors.npy"), open(folder / "vectors.npy", "rb") as fh:
+            vectors = _read_npy(fh, folder / "vectors.npy", (len(entries), gallery.dim), np.dtype("<f4"))
+        head_arrays = _read_head(folder / "head.npz", gallery.dim, labels)
         gallery.add(vectors, entries)
-        if len(gallery) and (folder / "index.faiss").is_file():
-            import faiss
-
-            index = faiss.read_index(str(folder / "index.faiss"))
-            if index.ntotal == len(gallery) and index.d == gallery.dim:
-                gallery._index = index
         return gallery, head_arrays, description
 
 
@@ -166,16 +205,149 @@ def _backup_of(folder: Path) -> Path:
     return folder.with_name(folder.name + ".old")
 
 
-def _swap_into_place(new: Path, folder: Path) -> None:
-    backup = _backup_of(folder)
-    if folder.exists():
-        shutil.rmtree(backup, ignore_errors=True)
-        os.replace(folder, backup)
-    os.replace(new, folder)
-    shutil.rmtree(backup, ignore_errors=True)
+def _holds_gallery(folder: Path) -> bool:
+    """Whether folder is a real folder (no link) holding nothing but gallery files."""
+    return folder.is_dir() and not folder.is_symlink() and set(os.listdir(folder)) <= set(GALLERY_FILES)
+
+
+def _remove_gallery(folder: Path) -> None:
+    """Remove a gallery folder: its gallery files, then the folder if that left it empty."""
+    for name in GALLERY_FILES:
+        (folder / name).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something else is in it now: it stays
 
 
 def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         with open(path, "rb") as fh:
             os.fsync(fh.fileno())
+
+
+# -- checking a gallery on load ------------------------------------------------------
+
+
+@contextmanager
+def _reading(path: Path):
+    """Any failure to read or parse one file, as a GalleryError naming it: parsers of hostile
+    bytes raise many types (BadZipFile, RecursionError, MemoryError, ...)."""
+    try:
+        yield
+    except GalleryError:
+        raise
+    except Exception as exc:
+        raise GalleryError(f"{path}: damaged gallery file ({type(exc).__name__}: {exc})") from exc
+
+
+def _fail(path: Path, field: str, problem: str):
+    raise GalleryError(f"{path}: damaged gallery: {field} {problem}")
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _is_number(value, low: float, high: float) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and low <= value <= high
+
+
+def _is_text(value, limit: int = MAX_TEXT) -> bool:
+    return isinstance(value, str) and len(value) <= limit
+
+
+def _check_description(d, path: Path) -> None:
+    """gallery.json against its schema: every field the code reads, with its type and bounds."""
+    if not isinstance(d, dict):
+        _fail(path, "the top level", "must be a JSON object")
+    if d.get("format_version") != FORMAT_VERSION or type(d.get("format_version")) is not int:
+        raise GalleryError(f"{path}: gallery format {d.get('format_version')!r} is not supported "
+                           f"(expected {FORMAT_VERSION})")
+    if not _is_text(d.get("backbone_id")):
+        _fail(path, "backbone_id", "must be text")
+    if not _is_int(d.get("embedding_dim"), 1, MAX_DIM):
+        _fail(path, "embedding_dim", f"must be a whole number from 1 to {MAX_DIM}")
+    pre = d.get("preprocessing")
+    if not isinstance(pre, dict):
+        _fail(path, "preprocessing", "must be an object")
+    try:
+        Recipe.from_dict(pre.get("recipe"))
+    except (TypeError, ValueError) as exc:
+        _fail(path, "preprocessing.recipe", f"is not an embedder recipe ({exc})")
+    for key in ("projection", "projection_sha256"):
+        if pre.get(key) is not None and not _is_text(pre.get(key)):
+            _fail(path, f"preprocessing.{key}", "must be text or null")
+    labels, entries = d.get("labels"), d.get("entries")
+    if not isinstance(labels, list) or not isinstance(entries, list):
+        _fail(path, "labels and entries", "must be lists")
+    for i, label in enumerate(labels):
+        try:
+            if validate_name(label) != label:
+                raise CharacterNameError("has spaces around it")
+        except CharacterNameError as exc:
+            _fail(path, f"labels[{i}]", f"is not a valid character name: {exc}")
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not isinstance(e.get("label"), str):
+            _fail(path, f"entries[{i}]", "must be an object with a label")
+        if not _is_text(e.get("source")):
+            _fail(path, f"entries[{i}].source", "must be text")
+        if not isinstance(e.get("sha256"), str) or not _SHA256.fullmatch(e["sha256"]):
+            _fail(path, f"entries[{i}].sha256", "must be 64 hexadecimal digits")
+        box = e.get("box", [0, 0, 1, 1])
+        if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v, -1e9, 1e9) for v in box):
+            _fail(path, f"entries[{i}].box", "must be four numbers")
+    if labels != list(dict.fromkeys(e["label"] for e in entries)):
+        _fail(path, "labels", "must list each entry's label once, in order of first appearance")
+    thresholds = d.get("thresholds")
+    if thresholds is not None and not (
+            isinstance(thresholds, dict) and set(thresholds) == {"similarity", "probability", "source"}
+            and _is_number(thresholds["similarity"], -2.0, 2.0) and _is_number(thresholds["probability"], 0.0, 1.0)
+            and _is_text(thresholds["source"], 100)):
+        _fail(path, "thresholds", "must be an object of similarity, probability (numbers in range) and source")
+
+
+def _read_npy(fh, path: Path, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """One array from an .npy stream whose header must give this shape and dtype (a text dtype:
+    at most this long). The header is checked before anything is allocated, so one that claims
+    terabytes costs nothing, and the data must be exactly as long as the header says."""
+    version = np.lib.format.read_magic(fh)
+    if version not in ((1, 0), (2, 0)):
+        _fail(path, "the .npy header", f"has unsupported version {version}")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    got_shape, fortran, got_dtype = read_header(fh)
+    same_type = got_dtype == dtype or (got_dtype.kind == dtype.kind == "U" and got_dtype.itemsize <= dtype.itemsize)
+    if got_shape != shape or not same_type:
+        _fail(path, "the array", f"is {got_dtype} of shape {got_shape}, expected {dtype} of shape {shape}")
+    size = math.prod(shape) * got_dtype.itemsize
+    data = fh.read(size + 1)
+    if len(data) != size:
+        _fail(path, "the array data", f"is {len(data)} bytes long, its header says {size}")
+    array = np.frombuffer(data, got_dtype).reshape(shape, order="F" if fortran else "C")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        _fail(path, "the array", "holds NaN or infinite values")
+    return array
+
+
+def _read_head(path: Path, dim: int, labels: list[str]) -> dict | None:
+    """The softmax head's arrays, whose shapes must fit the gallery: a head exists with two or more
+    characters, and its classes are the gallery's labels."""
+    if not path.is_file():
+        if len(labels) >= 2:
+            _fail(path, "the file", f"is missing (the gallery has {len(labels)} characters)")
+        return None
+    k = len(labels)
+    expected = {"coef": ((dim, k), np.dtype("<f4")), "intercept": ((k,), np.dtype("<f4")),
+                "classes": ((k,), np.dtype(f"<U{NAME_MAX_BYTES}")), "penalty": ((), np.dtype("<f8"))}
+    arrays = {}
+    with _reading(path), zipfile.ZipFile(path) as npz:
+        if sorted(npz.namelist()) != sorted(f"{name}.npy" for name in HEAD_ARRAYS):
+            _fail(path, "the archive", f"must hold exactly {', '.join(HEAD_ARRAYS)}")
+        for name, (shape, dtype) in expected.items():
+            with npz.open(f"{name}.npy") as fh:
+                arrays[name] = _read_npy(fh, path, shape, dtype)
+    if [str(c) for c in arrays["classes"]] != labels:
+        _fail(path, "classes", "must be the gallery's labels, in order")
+    if not arrays["penalty"] > 0:
+        _fail(path, "penalty", "must be above 0")
+    return arrays

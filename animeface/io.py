@@ -7,9 +7,13 @@ names the input.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
@@ -23,6 +27,9 @@ ImageLike = Union[str, os.PathLike, bytes, bytearray, np.ndarray, Image.Image]
 #: Refuse images above this many pixels (decompression-bomb guard); override with
 #: the environment variable ANIMEFACE_MAX_PIXELS.
 DEFAULT_MAX_PIXELS = 80_000_000
+
+#: Refuse files larger than this many bytes: no picture under the pixel limit needs more.
+MAX_FILE_BYTES = 512 << 20
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif")
 
@@ -62,38 +69,124 @@ def load_image(src: ImageLike, name: str | None = None) -> np.ndarray:
             raise ImageError(f"{name}: empty input, no image data")
         return _decode(io.BytesIO(bytes(src)), name)
     if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        if not path.is_file():
-            raise ImageError(f"{name}: no such file")
-        if path.stat().st_size == 0:
-            raise ImageError(f"{name}: empty file (0 bytes)")
-        with open(path, "rb") as fh:
+        with open_file(src, name) as fh:
             return _decode(fh, name)
     raise ImageError(f"{name}: not an image input; pass a path, bytes, a numpy array or a PIL image")
 
 
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder", stat.S_IFLNK: "a symbolic link"}
+
+
+def open_file(path: os.PathLike, name: str | None = None, follow_links: bool = True):
+    """Open a regular file for reading in binary, never blocking: a FIFO, a device, a folder (or, with
+    follow_links=False, a symbolic link) is an ImageError saying what it is, as is an empty file, one
+    over MAX_FILE_BYTES or one that cannot be opened (naming the reason, e.g. permission denied)."""
+    name = name or str(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_links:
+            raise ImageError(f"{name}: not a regular file but {_KINDS[stat.S_IFLNK]}") from None
+        if exc.errno == errno.ENOENT:
+            raise ImageError(f"{name}: no such file") from None
+        raise ImageError(f"{name}: cannot read the file ({exc.strerror})") from None
+    fh = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"not a regular file but {_KINDS.get(stat.S_IFMT(info.st_mode), 'a special file')}"
+    elif info.st_size == 0:
+        problem = "empty file (0 bytes)"
+    elif info.st_size > MAX_FILE_BYTES:
+        problem = f"{info.st_size / 2**20:.0f} MiB is over the file size limit of {MAX_FILE_BYTES >> 20} MiB"
+    if problem:
+        fh.close()
+        raise ImageError(f"{name}: {problem}")
+    return fh
+
+
+def read_file(path: os.PathLike, name: str | None = None, follow_links: bool = True) -> bytes:
+    """The bytes of a regular file, with open_file's checks; a file that grows past MAX_FILE_BYTES
+    while being read is refused too."""
+    name = name or str(path)
+    with open_file(path, name, follow_links) as fh:
+        try:
+            data = fh.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot read the file ({exc.strerror})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"{name}: over the file size limit of {MAX_FILE_BYTES >> 20} MiB")
+    return data
+
+
+def image_pixels(data: bytes, name: str) -> int:
+    """Width x height from the image header alone (nothing decoded); ImageError if unreadable or over the limit."""
+    img = _open(io.BytesIO(data), name)
+    return img.width * img.height
+
+
+class PixelBudget:
+    """Pixels that threads decoding pictures may hold at once, shared between them.
+
+    Decoding costs memory by pixels, not by file size: a 10 KB PNG can decode to
+    80 million pixels, about 1 GB on the way to an RGB array. Each thread holds
+    its picture's pixels (read from the header) while it decodes and works on the
+    picture, and waits while others hold too many; a picture larger than the whole
+    budget goes ahead alone.
+    """
+
+    def __init__(self, pixels: int):
+        self.pixels = pixels
+        self._used = 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int):
+        with self._free:
+            self._free.wait_for(lambda: self._used == 0 or self._used + pixels <= self.pixels)
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._free:
+                self._used -= pixels
+                self._free.notify_all()
+
+
 def _decode(fh, name: str) -> np.ndarray:
+    img = _open(fh, name)
+    with _pil_errors(name):
+        img.seek(0)  # animated GIF/WebP/APNG: the first frame
+        img.load()
+    return _pil_to_rgb(img, name)
+
+
+def _open(fh, name: str) -> Image.Image:
+    """The image with only its header read, refused when its pixels are over the limit."""
     limit = max_pixels()
+    with _pil_errors(name):
+        img = Image.open(fh)
+    if img.width * img.height > limit:
+        raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {limit}; "
+                         "set ANIMEFACE_MAX_PIXELS to allow larger images")
+    return img
+
+
+@contextmanager
+def _pil_errors(name: str):
+    """PIL's many exception types for bad data, as one ImageError naming the input."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(fh)
-            if img.width * img.height > limit:
-                raise ImageError(
-                    f"{name}: {img.width}x{img.height} pixels is over the limit of {limit}; "
-                    "set ANIMEFACE_MAX_PIXELS to allow larger images"
-                )
-            img.seek(0)  # animated GIF/WebP/APNG: the first frame
-            img.load()
-    except ImageError:
-        raise
+            yield
     except Image.UnidentifiedImageError as exc:
         raise ImageError(f"{name}: not a readable image (unknown or damaged format)") from exc
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: too many pixels ({exc}); set ANIMEFACE_MAX_PIXELS to allow it") from exc
-    except Exception as exc:  # PIL raises many types for bad data
+    except Exception as exc:
         raise ImageError(f"{name}: not a readable image ({exc})") from exc
-    return _pil_to_rgb(img, name)
 
 
 def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:

@@ -93,10 +93,18 @@ def fetch(name: str, progress: bool = True) -> Path:
 
 
 def _download(model: ModelFile, out, progress: bool) -> None:
+    """Stream model.url into out, stopping as soon as it is longer than the manifest's size."""
     try:
         with urllib.request.urlopen(model.url, timeout=60) as resp:
             bar = _progress_bar(model, progress)
-            while block := resp.read(1 << 16):
+            written = 0
+            while block := resp.read(min(1 << 16, model.size + 1 - written)):
+                written += len(block)
+                if written > model.size:
+                    bar.close()
+                    raise ModelError(f"{model.filename}: the download from {model.url} is larger than the "
+                                     f"manifest's {model.size} bytes, so it is not that file; stopped. Download "
+                                     f"it yourself (sha256 {model.sha256}) and set {model.env} to its path")
                 out.write(block)
                 bar.update(len(block))
             bar.close()

@@ -21,9 +21,9 @@ from .crop import DEFAULT_MARGIN, crop_face, whole_image
 from .detect import Box, Detector
 from .embed import Embedder
 from .errors import BackboneMismatchError, GalleryError, ImageError
-from .gallery import Gallery
+from .gallery import Gallery, validate_name
 from .head import SoftmaxHead
-from .io import ImageLike, describe, iter_image_files, load_image
+from .io import ImageLike, describe, iter_image_files, load_image, read_file
 from .thresholds import Thresholds, calibrate
 
 FACE_MODES = ("detect", "whole", "auto")
@@ -67,18 +67,6 @@ def default_gallery_path() -> Path:
     return Path(base) / "animeface" / "gallery"
 
 
-def validate_name(name: str) -> str:
-    """Character names become folder names when sorting, so they must be safe ones."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"a character name must be a non-empty string, got {name!r}")
-    name = name.strip()
-    if any(c in name for c in '/\\\0') or name in (".", "..") or name.startswith((".", "_")) \
-            or any(ord(c) < 32 for c in name):
-        raise ValueError(f"character name {name!r} must not contain slashes or control characters, "
-                         "or start with '.' or '_' (reserved for sort's own folders)")
-    return name
-
-
 class Recognizer:
     """A gallery of enrolled characters, and the pipeline that names faces against it."""
 
@@ -105,6 +93,9 @@ class Recognizer:
                     f"{self.embedder.backbone_id!r}, {_describe(self.embedder.description)}). Open it with the "
                     "backbone it was made with (--backbone or ANIMEFACE_BACKBONE), or enroll its characters "
                     "again into a new gallery")
+            if self.embedder.dim != gallery.dim:
+                raise GalleryError(f"{self.path}: gallery.json: embedding_dim is {gallery.dim}, but this "
+                                   f"embedder makes {self.embedder.dim}-dimensional vectors")
             self.gallery = gallery
             self.head = SoftmaxHead.from_arrays(head_arrays) if head_arrays else None
             stored = description.get("thresholds")
@@ -162,9 +153,9 @@ class Recognizer:
         for src in self._progress(_expand(images), "enroll " + name):
             label = describe(src)
             try:
-                data = Path(src).read_bytes() if isinstance(src, (str, os.PathLike)) else src
-            except OSError as exc:
-                report.skipped.append((label, f"cannot read the file ({exc.strerror})"))
+                data = read_file(src, label) if isinstance(src, (str, os.PathLike)) else src
+            except ImageError as exc:
+                report.skipped.append((label, str(exc)))
                 continue
             digest = _sha256(data)
             if digest in seen or self.gallery.has(name, digest):

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import os
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
+
+from . import files
 
 THUMB_SIDE = 240
 
@@ -27,22 +30,20 @@ def save_thumbnail(rgb: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(rgb)
     img.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{id(rgb)}.tmp")
-    img.save(tmp, "JPEG", quality=80)
-    os.replace(tmp, path)
+    try:
+        files.write_file(path, lambda fh: img.save(fh, "JPEG", quality=80))
+    except FileExistsError:  # another thread saved the same picture meanwhile
+        pass
 
 
 def write_reports(state_dir: Path, records: list[dict], summary) -> None:
-    """report.csv and report.html in state_dir, each written to a temporary name and renamed."""
-    _write_atomic(state_dir / "report.csv", lambda fh: _csv(fh, records), newline="")
-    _write_atomic(state_dir / "report.html", lambda fh: fh.write(_html(state_dir, records, summary)))
-
-
-def _write_atomic(path: Path, fill, newline=None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline=newline) as fh:
-        fill(fh)
-    os.replace(tmp, path)
+    """report.csv and report.html in state_dir, each written to a temporary name and renamed.
+    A file name that is not valid UTF-8 shows its undecodable bytes as backslash escapes."""
+    table = io.StringIO(newline="")
+    _csv(table, records)
+    for name, text in (("report.csv", table.getvalue()), ("report.html", _html(state_dir, records, summary))):
+        data = text.encode("utf-8", "backslashreplace")
+        files.write_file(state_dir / name, lambda fh: fh.write(data), replace=True)
 
 
 def _csv(fh, records: list[dict]) -> None:
@@ -124,7 +125,7 @@ def _card(state_dir: Path, r: dict, placed: dict) -> str:
         boxes.append(f"<div class='box{kind}' style='{style}'>{caption}</div>")
     others = len(r["faces"]) - len(mine)
     faces = ", ".join(_face_text(f) for f in mine) + (f" (+{others} other face(s))" if others else "")
-    target = quote(Path(os.path.relpath(placed["path"], state_dir)).as_posix())
+    target = quote(os.fsencode(Path(os.path.relpath(placed["path"], state_dir)).as_posix()))
     note = " (already there)" if placed["how"] == "identical" else ""
     every = "; ".join(_face_text(f) for f in r["faces"]) or "no face"
     return (f"<div class='card'><a class='pic' href='{e(target)}'>"

@@ -5,19 +5,27 @@ and PIL release the GIL) -> embed in batches on the main thread and name the
 faces -> place each picture in its folders -> journal each step -> report.
 
 The promises, and how they are kept:
-- nothing is overwritten: a copy is written under a temporary name, checked
-  (size and sha256) and then hard-linked to a free name, which fails rather
-  than replace a file; an identical file already in a folder is not copied again;
+- nothing is overwritten: a copy is written to a new, uniquely named temporary
+  file (files.write_file), checked (size and sha256) and then hard-linked to a
+  free name, which fails rather than replace a file; an identical file already
+  in a folder is not copied again;
+- one run at a time: a sort or undo holds DST/.animeface/lock, and a second one
+  into the same DST is refused;
+- nothing is written outside DST: each folder is checked to lie inside it, links
+  followed, whatever a gallery's names say;
+- only regular files are read (no FIFO, device or link), up to a size limit, and
+  the decoding threads share a budget of pixels, so memory stays bounded;
 - --move removes a source only after all its copies are checked and the source
   still hashes the same;
 - every step is a line in DST/.animeface/journal-*.jsonl, fsynced before the
   step goes on, so an interrupted run resumes where it stopped and the latest
-  run, finished or not, can be undone.
+  run, finished or not, can be undone; a run that changed nothing leaves no
+  journal (or report) behind, so it never hides the run before it. File names
+  that are not valid UTF-8 are journalled byte for byte.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -25,6 +33,7 @@ import shutil
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,19 +41,17 @@ from typing import Callable
 
 import numpy as np
 
-from . import report
+from . import files, report
 from .errors import AnimefaceError, ImageError
-from .io import IMAGE_SUFFIXES, load_image
+from .io import IMAGE_SUFFIXES, PixelBudget, image_pixels, load_image, max_pixels, open_file, read_file
 from .models import sha256_file
 
 UNKNOWN, NOFACE = "_unknown", "_noface"
 STATE_DIR = ".animeface"
-TMP_SUFFIX = ".animeface-tmp"
 #: Crops per embedding call. On CPU, Inception-v3 costs less per crop in batches of 4-8 than of
 #: 32 (about 15% here); small batches also journal finished files sooner.
 EMBED_BATCH = 8
 LISTED = 20  # files left in place that the summary names; report.csv lists them all
-_NO_HARDLINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK)
 
 
 class SortError(AnimefaceError):
@@ -117,44 +124,36 @@ class UndoSummary:
 # -- safe file operations ----------------------------------------------------------
 
 
-def temp_name(target: Path) -> Path:
-    """The temporary file a copy to target is written to first (hidden, in the same folder)."""
-    return target.with_name(f".{target.name}{TMP_SUFFIX}")
-
-
 def copy_verified(source: Path, target: Path, sha256: str, size: int) -> None:
     """Copy source to target without ever replacing a file.
 
-    The bytes go to a temporary file beside target, are fsynced and read back;
-    only when both the source as read and the copy match size and sha256 is the
-    copy linked to target. Raises FileExistsError if target exists, SortError if
-    a check fails (the source changed, or the copy is bad); nothing is left behind.
+    The bytes go to a new temporary file beside target, are fsynced and read
+    back; only when both the source as read and the copy match size and sha256
+    is the copy linked to target. Raises FileExistsError if target exists,
+    SortError if a check fails (the source changed, or the copy is bad) or the
+    source is no longer a regular file; nothing is left behind.
     """
-    tmp = temp_name(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        h = hashlib.sha256()
-        with open(source, "rb") as fin, open(tmp, "wb") as fout:
+    digest = hashlib.sha256()
+
+    def fill(out):
+        try:
+            fin = open_file(source, follow_links=False)
+        except ImageError as exc:
+            raise SortError(f"{exc}; left in place") from None
+        with fin:
             for block in iter(lambda: fin.read(1 << 20), b""):
-                h.update(block)
-                fout.write(block)
-            fout.flush()
-            os.fsync(fout.fileno())
+                digest.update(block)
+                out.write(block)
+
+    def check(tmp: Path):
         shutil.copystat(source, tmp)
-        if h.hexdigest() != sha256:
+        if digest.hexdigest() != sha256:
             raise SortError(f"{source}: changed while sorting (sha256 differs from when it was read); left in place")
         if tmp.stat().st_size != size or sha256_file(tmp) != sha256:
             raise SortError(f"{target}: the copy does not match its source after writing; source left in place")
-        try:
-            os.link(tmp, target)
-        except OSError as exc:
-            if exc.errno not in _NO_HARDLINKS:
-                raise
-            if os.path.lexists(target):  # no hard links here (e.g. FAT): check, then rename
-                raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
-            os.rename(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    files.write_file(target, fill, check=check)
 
 
 class Folders:
@@ -176,7 +175,7 @@ class Folders:
         if folder.is_dir():
             for entry in os.scandir(folder):
                 names.add(entry.name.lower())
-                if entry.is_file() and not entry.name.endswith(TMP_SUFFIX):
+                if entry.is_file(follow_symlinks=False) and not entry.name.endswith(files.TMP_SUFFIX):
                     sizes.setdefault(entry.stat().st_size, []).append(Path(entry.path))
         self._names[folder], self._sizes[folder] = names, sizes
 
@@ -191,12 +190,13 @@ class Folders:
         return None
 
     def free_name(self, folder: Path, name: str) -> Path:
-        """folder/name, or name-1, name-2, ... whichever is not taken."""
+        """folder/name, or name-1, name-2, ... whichever is not taken; the stem is shortened
+        where a name would be too long for the disk."""
         self._scan(folder)
-        stem, suffix = os.path.splitext(name)
-        candidate, n = name, 0
+        candidate, n = files.fit_name(name), 0
         while candidate.lower() in self._names[folder]:
             n += 1
+            stem, suffix = os.path.splitext(files.fit_name(name, files.NAME_MAX - len(f"-{n}")))
             candidate = f"{stem}-{n}{suffix}"
         return folder / candidate
 
@@ -213,13 +213,14 @@ class Folders:
 
 
 class Journal:
-    """Append-only JSON lines; each is flushed and fsynced before the step it announces."""
+    """Append-only JSON lines; each is flushed and fsynced before the step it announces.
+    Paths are written losslessly: the undecodable bytes of a file name that is not
+    UTF-8 go back to disk as they were (surrogateescape), and read back the same."""
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         torn = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
-        self._fh = open(path, "a", encoding="utf-8")
+        self._fh = open(path, "a", encoding="utf-8", errors="surrogateescape")
         if torn:  # a crash cut the last line short: start a fresh one
             self._fh.write("\n")
 
@@ -235,7 +236,7 @@ class Journal:
     def read(path: Path) -> list[dict]:
         """The journal's entries; a line cut short by a crash is skipped."""
         entries = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
             try:
                 entries.append(json.loads(line))
             except json.JSONDecodeError:
@@ -269,12 +270,12 @@ def walk(src: Path, dst: Path) -> list[Path]:
     """Every file under src in a stable order, leaving out dst (when it lies inside src),
     sort's own .animeface folders and its temporary files."""
     skip = dst.resolve()
-    files = []
+    found = []
     for root, dirs, names in os.walk(src):
         here = Path(root)
         dirs[:] = sorted(d for d in dirs if d != STATE_DIR and (here / d).resolve() != skip)
-        files += [here / n for n in sorted(names) if not n.endswith(TMP_SUFFIX)]
-    return files
+        found += [here / n for n in sorted(names) if not n.endswith(files.TMP_SUFFIX)]
+    return found
 
 
 @dataclass
@@ -290,39 +291,37 @@ class Picture:
     error: str | None = None
 
 
-def analyse(path: Path, recognizer, faces: str, thumbs: Path | None) -> Picture:
-    """Read the file once; hash, decode, detect and crop; save a thumbnail into thumbs (unless None)."""
+def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: PixelBudget) -> Picture:
+    """Read the file once; hash, decode, detect and crop, holding its pixels from the budget;
+    save a thumbnail into thumbs (unless None). Anything but a regular file is left alone."""
     pic = Picture(path)
     try:
         if path.suffix.lower() not in IMAGE_SUFFIXES and not _looks_like_image(path):
             raise ImageError(f"{path.name}: not an image ({path.suffix or 'no'} file suffix, no image header)")
-        data = path.read_bytes()
+        data = read_file(path, path.name, follow_links=False)
         pic.size, pic.sha256 = len(data), hashlib.sha256(data).hexdigest()
-        if not data:
-            raise ImageError(f"{path.name}: empty file (0 bytes)")
-        rgb = load_image(data, name=path.name)
+        with budget.hold(image_pixels(data, path.name)):
+            rgb = load_image(data, name=path.name)
+            pic.shape = rgb.shape[:2]
+            pic.boxes, pic.crops = recognizer.face_crops(rgb, faces)
+            if thumbs is not None:
+                report.save_thumbnail(rgb, thumbs / f"{pic.sha256}.jpg")
     except ImageError as exc:
         pic.error = str(exc).removeprefix(f"{path.name}: ")
-        return pic
-    except OSError as exc:
-        pic.error = f"cannot read the file ({exc.strerror})"
-        return pic
-    pic.shape = rgb.shape[:2]
-    pic.boxes, pic.crops = recognizer.face_crops(rgb, faces)
-    if thumbs is not None:
-        report.save_thumbnail(rgb, thumbs / f"{pic.sha256}.jpg")
     return pic
 
 
 def _looks_like_image(path: Path) -> bool:
-    """Whether PIL knows the file's header; only the header is read (a folder may hold big videos)."""
+    """Whether PIL knows the file's header; only the header is read (a folder may hold big videos).
+    A file that is not a regular one raises open_file's ImageError, which says what it is."""
     from PIL import Image
 
-    try:
-        with Image.open(path):
-            return True
-    except Exception:
-        return False
+    with open_file(path, path.name, follow_links=False) as fh:
+        try:
+            with Image.open(fh):
+                return True
+        except Exception:
+            return False
 
 
 def pipelined(work: Callable, items, jobs: int, window: int):
@@ -353,7 +352,9 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     removes each source once all its copies are checked. dry_run=True changes
     nothing and calls log(line) for each action a real run would take. The
     latest run into dst, if it was interrupted (same src and mode), is resumed.
-    The journal, report.csv and report.html go to dst/.animeface/.
+    The journal, report.csv and report.html go to dst/.animeface/. Raises
+    SortError when another sort or undo into dst is running, or dst cannot be
+    written to.
     """
     started = time.monotonic()
     src, dst = Path(src).expanduser().resolve(), Path(dst).expanduser().resolve()
@@ -368,7 +369,14 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     jobs = jobs or os.cpu_count() or 2
+    with nullcontext() if dry_run else _lock(dst):
+        return _sort(recognizer, src, dst, move, dry_run, faces, jobs, progress, log or (lambda line: None), started)
 
+
+def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: str, jobs: int, progress: bool,
+          log: Callable[[str], None], started: float) -> SortSummary:
+    if not dry_run:
+        _remove_leftovers(dst)
     entries = _resumable(dst, src, move)
     finished = [e for e in entries if e["op"] == "done"]
     if dry_run:
@@ -382,9 +390,9 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
                       at=datetime.now().isoformat(timespec="seconds"))
     done_paths = {e["src"] for e in finished}
     todo = [f for f in walk(src, dst) if str(f) not in done_paths]
-    placer = _Placer(dst, journal, move, dry_run, log or (lambda line: None),
-                     made={e["dst"] for e in entries if e["op"] == "copy"})
+    placer = _Placer(dst, journal, move, dry_run, log, made={e["dst"] for e in entries if e["op"] == "copy"})
     thumbs = None if dry_run else dst / STATE_DIR / "thumbs"
+    budget = PixelBudget(max_pixels())
     records = [{k: v for k, v in e.items() if k != "op"} for e in finished]
 
     from tqdm import tqdm
@@ -392,7 +400,7 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     bar = tqdm(total=len(todo), desc="sort", unit="img", disable=not progress, smoothing=0.1)
     try:
         batch: list[Picture] = []
-        pictures = pipelined(lambda p: analyse(p, recognizer, faces, thumbs), todo, jobs, 2 * EMBED_BATCH + 4 * jobs)
+        pictures = pipelined(lambda p: analyse(p, recognizer, faces, thumbs, budget), todo, jobs, 2 * EMBED_BATCH + 4 * jobs)
         for pic in pictures:
             batch.append(pic)
             if sum(len(p.crops) for p in batch) >= EMBED_BATCH:
@@ -408,9 +416,34 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
         journal.close()
     summary = SortSummary.of(records, resumed=len(finished), elapsed=elapsed, dry_run=dry_run,
                              state_dir=dst / STATE_DIR)
-    if not dry_run:
+    if dry_run:
+        return summary
+    if summary.copied or summary.removed:
         report.write_reports(dst / STATE_DIR, records, summary)
+    else:  # nothing changed: the run before stays the one to undo, and its report stays
+        journal.path.unlink()
     return summary
+
+
+def _lock(dst: Path) -> files.FolderLock:
+    """Make dst's state folder and take its lock, or say clearly why not."""
+    state = dst / STATE_DIR
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        if state.is_symlink() or not files.inside(dst, state):
+            raise SortError(f"{state}: is a link; sort keeps its journal inside {dst} only")
+        return files.FolderLock(state)
+    except BlockingIOError:
+        raise SortError(f"{dst}: another sort or undo into this folder is running; "
+                        "wait for it to finish, then run this again") from None
+    except OSError as exc:
+        raise SortError(f"{dst}: cannot write there ({exc.strerror}); choose a folder you can write to") from None
+
+
+def _remove_leftovers(dst: Path) -> None:
+    """Temporary files a killed run left in dst's folders (only ours: files.leftovers)."""
+    for folder in [dst] + [p for p in dst.iterdir() if p.is_dir() and not p.is_symlink()]:
+        files.remove_leftover_files(folder)
 
 
 def _resumable(dst: Path, src: Path, move: bool) -> list[dict]:
@@ -461,14 +494,18 @@ class _Placer:
                 if self.move:
                     self._remove_source(pic)
                     record["removed"] = True
-            except SortError as exc:
-                record["reason"] = str(exc)
-                self.log(f"leave {pic.path}: {exc}")
+            except (AnimefaceError, OSError) as exc:  # e.g. a folder that cannot be written: the next file
+                record["reason"] = str(exc) if not isinstance(exc, OSError) or not exc.filename \
+                    else f"{exc.filename}: {exc.strerror}"
+                self.log(f"leave {pic.path}: {record['reason']}")
         self.journal.write("done", **record)
         return record
 
     def _put(self, pic: Picture, folder: str) -> dict:
         where = self.dst / folder
+        if not files.inside(self.dst, where):
+            raise SortError(f"{where}: leads outside {self.dst} (a link, or a character name that is not a "
+                            "plain folder name); left in place")
         existing = self.folders.identical(where, pic.size, pic.sha256)
         if existing:
             self.journal.write("same", src=str(pic.path), dst=str(existing), sha256=pic.sha256, size=pic.size)
@@ -489,10 +526,19 @@ class _Placer:
 
     def _remove_source(self, pic: Picture) -> None:
         if not self.dry_run:
-            if sha256_file(pic.path) != pic.sha256:
+            if _sha256_regular(pic.path) != pic.sha256:
                 raise SortError(f"{pic.path}: changed while sorting; copies kept and the source left in place")
             pic.path.unlink()
         self.log(f"remove {pic.path} (every copy checked)")
+
+
+def _sha256_regular(path: Path) -> str:
+    """The sha256 of a regular file; anything else (a link, a FIFO put in its place) is an ImageError."""
+    h = hashlib.sha256()
+    with open_file(path, follow_links=False) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _face_record(face) -> dict:
@@ -510,13 +556,18 @@ def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
     Sources that are gone (moved by the run) are put back, copied back from a
     checked copy and never over a file; then the copies the run made are
     removed if they are unchanged. A copy that changed, or that holds a source
-    which could not be put back, is kept and listed. Safe to repeat.
+    which could not be put back, is kept and listed. Safe to repeat, and
+    temporary files left by a killed undo are removed by the next.
     """
-    log = log or (lambda line: None)
     dst = Path(dst).expanduser().resolve()
-    path = Journal.latest(dst)
-    if path is None:
+    if Journal.latest(dst) is None:
         raise SortError(f"{dst}: no sort journal in {dst / STATE_DIR}, so nothing to undo")
+    with _lock(dst):
+        return _undo(dst, log or (lambda line: None))
+
+
+def _undo(dst: Path, log: Callable[[str], None]) -> UndoSummary:
+    path = Journal.latest(dst)
     entries = Journal.read(path)
     if any(e["op"] == "undone" for e in entries):
         raise SortError(f"{dst}: the latest sort ({path.name}) is already undone")
@@ -527,10 +578,10 @@ def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
     for e in copies + [e for e in entries if e["op"] == "same"]:
         holders.setdefault(e["sha256"], []).append(e)
     summary, stranded = UndoSummary(), set()
-    for e in copies:
-        temp_name(Path(e["dst"])).unlink(missing_ok=True)
+    _remove_leftovers(dst)
     for src, sha in {e["src"]: e["sha256"] for e in entries if e["op"] in ("copy", "same")}.items():
         src = Path(src)
+        files.remove_leftover_files(src.parent, of=src.name)  # of an undo that was killed
         if src.is_file() and sha256_file(src) == sha:
             continue
         if os.path.lexists(src):
@@ -547,7 +598,9 @@ def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
         copy = Path(e["dst"])
         if not copy.is_file():
             continue
-        if e["sha256"] in stranded:
+        if not files.inside(dst, copy):
+            summary.kept.append((str(copy), f"lies outside {dst} now (through a link); left alone"))
+        elif e["sha256"] in stranded:
             summary.kept.append((str(copy), "holds a file that could not be put back"))
         elif sha256_file(copy) != e["sha256"]:
             summary.kept.append((str(copy), "changed since the sort"))
@@ -571,6 +624,6 @@ def _restore(src: Path, holders: list[dict]) -> bool:
             try:
                 copy_verified(holder, src, e["sha256"], e["size"])
                 return True
-            except (FileExistsError, SortError):
+            except (AnimefaceError, OSError):  # FileExistsError included
                 continue
     return False

@@ -1,0 +1,134 @@
+"""Writing files without losing any: the one mechanism sort, its reports and the gallery save use.
+
+- Every write goes to a temporary file created exclusively (O_EXCL) under a unique
+  name, ``.NAME.XXXXXXXX.animeface-tmp``, so two writers never share one and a
+  user's own file is never truncated; it is fsynced, then linked to its final name
+  (which fails rather than replace a file) or, for our own state files, renamed over it.
+- Temporary files and folders left by a killed run are recognised by that name and
+  removed by the next run; nothing named otherwise is ever removed.
+- A folder's lock file makes a second run into the same folder refuse, not interleave.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+TMP_SUFFIX = ".animeface-tmp"
+#: The longest file name most file systems take, in bytes.
+NAME_MAX = 255
+#: How much of a target's name its temporary file's name keeps, in bytes.
+_TMP_STEM = 100
+#: tempfile's unique part: eight of these characters.
+_TEMP = re.compile(r"\.(?P<of>.*)\.[a-z0-9_]{8}" + re.escape(TMP_SUFFIX), re.DOTALL)
+_NO_HARDLINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK)
+
+
+def fit_name(name: str, limit: int = NAME_MAX) -> str:
+    """name, its stem shortened (whole characters) until it takes at most limit bytes on disk."""
+    stem, suffix = os.path.splitext(name)
+    if len(os.fsencode(suffix)) > limit // 2:
+        stem, suffix = name, ""
+    while stem and len(os.fsencode(stem + suffix)) > limit:
+        stem = stem[:-1]
+    return stem + suffix
+
+
+def _prefix(target_name: str) -> str:
+    return f".{fit_name(target_name, _TMP_STEM)}."
+
+
+def write_file(target: Path, fill: Callable[[BinaryIO], None], *, replace: bool = False,
+               check: Callable[[Path], None] | None = None) -> None:
+    """Write target through a new temporary file beside it: fill(fh) writes the bytes, which are
+    fsynced; check(tmp), if given, may raise to abandon the write. Then the file takes target's
+    name: linked, so FileExistsError if target exists, or with replace=True renamed over it.
+    The temporary file never outlives the call."""
+    fd, name = tempfile.mkstemp(prefix=_prefix(target.name), suffix=TMP_SUFFIX, dir=target.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fill(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if check:
+            check(tmp)
+        if replace:
+            os.replace(tmp, target)
+        else:
+            _link(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _link(tmp: Path, target: Path) -> None:
+    try:
+        os.link(tmp, target)
+    except OSError as exc:
+        if exc.errno not in _NO_HARDLINKS:
+            raise
+        if os.path.lexists(target):  # no hard links here (e.g. FAT): check, then rename
+            raise FileExistsError(errno.EEXIST, "File exists", str(target)) from None
+        os.rename(tmp, target)
+        return
+    tmp.unlink()
+
+
+def temp_dir(target: Path) -> Path:
+    """A new, empty, uniquely named folder beside target, to build target's contents in."""
+    return Path(tempfile.mkdtemp(prefix=_prefix(target.name), suffix=TMP_SUFFIX, dir=target.parent))
+
+
+def leftovers(folder: Path, of: str | None = None) -> list[Path]:
+    """Temporary files and folders of ours in folder (only those made for the name `of`, if given)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        match = _TEMP.fullmatch(name)
+        if match and (of is None or f".{match['of']}." == _prefix(of)):
+            out.append(folder / name)
+    return sorted(out)
+
+
+def remove_leftover_files(folder: Path, of: str | None = None) -> None:
+    """Remove the temporary files (not folders, not links) a killed run left in folder."""
+    for path in leftovers(folder, of):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether path, with every link followed, lies inside root."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+class FolderLock:
+    """folder/lock, held from creation to the end of the with block. A folder another process
+    holds raises BlockingIOError at once. The lock is the kernel's (flock), so a killed run
+    never leaves it held."""
+
+    def __init__(self, folder: Path):
+        self._fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            raise
+
+    def __enter__(self) -> "FolderLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self._fd)

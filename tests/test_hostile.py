@@ -1,0 +1,463 @@
+"""Hostile input and data loss: each break found by the attack run of issue 11, as a test.
+
+Sorting never loses, overwrites or writes outside DST; a gallery from someone else
+loads or fails with one GalleryError naming the file and field; bad input is one
+clear message, and the run carries on.
+"""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import animeface
+from animeface import files, models
+from animeface.cli import main
+from animeface.detect import Detector
+from animeface.gallery import Gallery
+from animeface.io import load_image
+from animeface.sort import SortError, sort_folder, undo
+
+from conftest import CASCADE, RANDOM_BACKBONE, ROOT, crops
+from test_sort import plain_png, put, tree
+
+
+@pytest.fixture
+def empty_rec(tmp_path):
+    return animeface.Recognizer(tmp_path / "empty-gallery", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
+
+
+@pytest.fixture
+def plain_src(tmp_path):
+    """Three faceless pictures (they go to _noface/, so no embedding is needed)."""
+    src = tmp_path / "src"
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        put(src / f"p{i}.png", plain_png(colour))
+    return src
+
+
+# -- 1. a gallery saved over a folder that is not a gallery ---------------------------
+
+
+def test_enroll_into_a_folder_of_pictures_refuses_and_deletes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ANIMEFACE_BACKBONE", RANDOM_BACKBONE)
+    photos, backup = tmp_path / "Photos", tmp_path / "Photos.old"
+    put(photos / "holiday.png", plain_png((1, 2, 3)))
+    put(backup / "older.png", plain_png((4, 5, 6)))
+    before = tree(tmp_path)
+    face = crops("gura", 0, 1)[0]
+    assert main(["enroll", "gura", str(face), "--faces", "whole", "--gallery", str(photos), "-q"]) == 1
+    assert "not a gallery folder" in capsys.readouterr().err
+    assert tree(tmp_path) == before
+    shutil.rmtree(photos)  # the folder gone, its sibling Photos.old still in the way
+    assert main(["enroll", "gura", str(face), "--faces", "whole", "--gallery", str(photos), "-q"]) == 1
+    assert (backup / "older.png").is_file()
+
+
+def test_a_save_over_an_empty_folder_or_a_gallery_works_and_cleans_a_killed_saves_leftovers(gallery_copy):
+    gallery, head, description = Gallery.load(gallery_copy)
+    killed = gallery_copy.parent / ".gallery.k1ll3d00.animeface-tmp"  # a save killed half-way
+    killed.mkdir()
+    (killed / "gallery.json").write_text("{}")
+    lookalike = gallery_copy.parent / ".gallery.abcdefgh.animeface-tmp"  # a user's folder, named like ours
+    put(lookalike / "mine.txt", b"keep me")
+    gallery.save(gallery_copy, head, {"thresholds": description["thresholds"]})
+    assert not killed.exists() and (lookalike / "mine.txt").read_bytes() == b"keep me"
+    empty = gallery_copy.parent / "empty"
+    empty.mkdir()
+    gallery.save(empty, head)
+    assert Gallery.load(empty)[0].characters == gallery.characters
+
+
+# -- 2, 3. concurrent sorts, and a user's file named like a temporary one ---------------
+
+
+def test_a_second_sort_or_undo_into_the_same_dst_is_refused_while_one_runs(plain_src, tmp_path, empty_rec, monkeypatch):
+    dst, other = tmp_path / "sorted", tmp_path / "other-src"
+    put(other / "q.png", plain_png((9, 9, 9)))
+    before = tree(plain_src)
+    refusals = []
+    real = empty_rec.name_faces
+
+    def meanwhile(vectors, boxes):  # while the first run is placing files, a second one starts
+        for attempt in (lambda: sort_folder(empty_rec, other, dst), lambda: undo(dst)):
+            with pytest.raises(SortError, match="another sort or undo into this folder is running") as err:
+                attempt()
+            refusals.append(str(err.value))
+        return real(vectors, boxes)
+
+    monkeypatch.setattr(empty_rec, "name_faces", meanwhile)
+    sort_folder(empty_rec, plain_src, dst, move=True, jobs=1)
+    assert len(refusals) >= 2
+    assert sorted(tree(dst).values()) == sorted(before.values()), "the first run's files all arrived"
+    assert tree(other) and tree(plain_src) == {}
+    undo(dst)
+    assert tree(plain_src) == before
+
+
+def test_two_writers_of_one_name_never_share_a_temporary_file(tmp_path):
+    target = tmp_path / "a.png"
+
+    def first(fh):
+        fh.write(b"first, ")
+        files.write_file(target, lambda other: other.write(b"second"))  # interleaves with the first
+        fh.write(b"still first")
+
+    with pytest.raises(FileExistsError):
+        files.write_file(target, first)
+    assert target.read_bytes() == b"second" and os.listdir(tmp_path) == ["a.png"]
+
+
+def test_a_users_file_named_like_a_temporary_file_is_never_touched(plain_src, tmp_path, empty_rec):
+    dst = tmp_path / "sorted"
+    for folder in (dst / "_noface", plain_src):
+        put(folder / ".p0.png.animeface-tmp", b"the user's own file")
+    sort_folder(empty_rec, plain_src, dst, move=True)
+    undo(dst)
+    for folder in (dst / "_noface", plain_src):
+        assert (folder / ".p0.png.animeface-tmp").read_bytes() == b"the user's own file"
+
+
+def test_temporary_files_of_a_killed_run_are_removed_by_the_next(plain_src, tmp_path, empty_rec):
+    dst = tmp_path / "sorted"
+    sort_folder(empty_rec, plain_src, dst, move=True)
+    killed = [plain_src / ".p1.png.x9y8z7w6.animeface-tmp", dst / "_noface" / ".p2.png.a1b2c3d4.animeface-tmp"]
+    for path in killed:  # an undo, and a sort, killed while writing
+        put(path, b"half a pic")
+    undo(dst)
+    assert not any(p.exists() for p in killed)
+    assert sorted(p.name for p in plain_src.iterdir()) == ["p0.png", "p1.png", "p2.png"]
+
+
+# -- 4. a second run that did nothing, then --undo ------------------------------------
+
+
+def test_undo_after_a_run_that_did_nothing_reverses_the_run_that_acted(plain_src, tmp_path, empty_rec):
+    dst = tmp_path / "sorted"
+    sort_folder(empty_rec, plain_src, dst)
+    page = (dst / ".animeface" / "report.html").read_bytes()
+    again = sort_folder(empty_rec, plain_src, dst)
+    assert again.copied == 0 and again.identical == 3
+    assert (dst / ".animeface" / "report.html").read_bytes() == page, "the report of the run that acted is kept"
+    assert undo(dst).removed == 3
+    assert tree(dst) == {}
+
+
+# -- 5. a gallery whose names lead outside DST -------------------------------------------
+
+
+@pytest.mark.parametrize("label", ["../../x", "/tmp/abs", "a/b", "_unknown", ".hidden", "x" * 300, " gura"])
+def test_a_gallery_with_a_name_that_is_no_plain_folder_name_is_refused(gallery_copy, label):
+    path = gallery_copy / "gallery.json"
+    description = json.loads(path.read_text())
+    for e in description["entries"]:
+        if e["label"] == "gura":
+            e["label"] = label
+    description["labels"] = [label if name == "gura" else name for name in description["labels"]]
+    path.write_text(json.dumps(description))
+    with pytest.raises(animeface.GalleryError, match=r"gallery.json.*labels\[0\]"):
+        animeface.Recognizer.open(gallery_copy, backbone=RANDOM_BACKBONE)
+
+
+def test_sort_writes_nothing_outside_dst_whatever_the_names_or_links(plain_src, tmp_path, empty_rec, monkeypatch):
+    dst, outside = tmp_path / "sorted", tmp_path / "outside"
+    outside.mkdir()
+    (dst / "gura").parent.mkdir(parents=True)
+    (dst / "gura").symlink_to(outside)  # a folder in DST that leads elsewhere
+    names = iter(["../escaped", "gura", str(outside)])
+    monkeypatch.setattr(empty_rec, "face_crops", lambda rgb, faces: ([animeface.Box(0, 0, 9, 9)], [None]))
+    monkeypatch.setattr(empty_rec.embedder, "embed", lambda crops: np.zeros((len(crops), 4), np.float32))
+    monkeypatch.setattr(empty_rec, "name_faces", lambda v, boxes: [animeface.Face(b, next(names), 0.9) for b in boxes])
+    summary = sort_folder(empty_rec, plain_src, dst, jobs=1)
+    assert os.listdir(outside) == [] and not (tmp_path / "escaped").exists()
+    assert len(summary.left) == 3 and all("leads outside" in why for _, why in summary.left)
+
+
+# -- 6, 9. FIFOs, devices and links in SRC -----------------------------------------------
+
+
+def test_special_files_in_src_are_skipped_with_a_reason(plain_src, tmp_path, empty_rec, capsys):
+    os.mkfifo(plain_src / "pipe.jpg")
+    os.mkfifo(plain_src / "pipe-no-suffix")
+    (plain_src / "zero.jpg").symlink_to("/dev/zero")
+    (plain_src / "link.png").symlink_to(plain_src / "p0.png")  # a link to a sibling, then --move
+    dst = tmp_path / "sorted"
+    assert main(["sort", str(plain_src), str(dst), "--move", "--gallery", str(tmp_path / "g"),
+                 "--backbone", RANDOM_BACKBONE, "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "pipe.jpg: not a regular file but a FIFO" in out and "pipe-no-suffix: not a regular file but a FIFO" in out
+    assert "zero.jpg: not a regular file but a symbolic link" in out and "link.png: not a regular file" in out
+    assert sorted(os.listdir(plain_src)) == ["link.png", "pipe-no-suffix", "pipe.jpg", "zero.jpg"]
+    assert sorted(tree(dst)) == ["_noface/p0.png", "_noface/p1.png", "_noface/p2.png"]
+    assert main(["sort", "--undo", str(dst), "-q"]) == 0
+    assert (plain_src / "link.png").read_bytes() == (plain_src / "p0.png").read_bytes()
+
+
+def test_loading_a_device_or_a_fifo_is_an_image_error_not_a_hang(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    with pytest.raises(animeface.ImageError, match="FIFO"):
+        load_image(tmp_path / "pipe.png")
+    with pytest.raises(animeface.ImageError, match="character device"):
+        load_image(tmp_path / "zero.jpg")
+
+
+# -- 7. long names and names that are not UTF-8 --------------------------------------------
+
+
+def test_long_and_undecodable_names_are_sorted_and_put_back_byte_for_byte(tmp_path, empty_rec, capsys):
+    src, dst = tmp_path / "src", tmp_path / "sorted"
+    long_name = "長" * 83 + ".jpeg"  # 254 bytes: a '-1' beside it must be shortened
+    put(src / "a" / long_name, plain_png((1, 1, 1)))
+    put(src / "b" / long_name, plain_png((2, 2, 2)))
+    put(src / ("x" * 245 + ".png"), plain_png((3, 3, 3)))
+    raw = os.fsencode(src) + b"/caf\xe9-\xff.png"  # Latin-1 bytes: not UTF-8
+    with open(raw, "wb") as fh:
+        fh.write(plain_png((4, 4, 4)))
+    before = tree(src)
+    assert main(["sort", str(src), str(dst), "--move", "--gallery", str(tmp_path / "g"),
+                 "--backbone", RANDOM_BACKBONE]) == 0
+    assert tree(src) == {} and sorted(tree(dst).values()) == sorted(before.values())
+    assert all(len(os.fsencode(name)) <= 255 for name in os.listdir(dst / "_noface"))
+    assert os.path.exists(os.fsencode(dst) + b"/_noface/caf\xe9-\xff.png")
+    assert main(["sort", "--undo", str(dst)]) == 0
+    assert tree(src) == before and os.path.exists(raw)
+    capsys.readouterr()
+
+
+# -- 8. a character name too long for a folder --------------------------------------------
+
+
+def test_a_name_too_long_for_a_folder_is_refused_at_enroll(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ANIMEFACE_BACKBONE", RANDOM_BACKBONE)
+    face = crops("gura", 0, 1)[0]
+    assert main(["enroll", "x" * 300, str(face), "--faces", "whole", "--gallery", str(tmp_path / "g")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("animeface: error: character name") and "limit is 200" in err
+    with pytest.raises(ValueError):
+        animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE).enroll("é" * 101, [face])
+
+
+# -- 10, 11. read-only DST, unreadable files (file permissions: never as root) ---------------
+
+
+def run_cli(args, home: Path):
+    """The command line in a fresh process that file permissions apply to (as root: without the
+    capabilities that override them)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ANIMEFACE_HOME": str(home / "gallery"),
+           "ANIMEFACE_CACHE": str(home / "cache"), "ANIMEFACE_CASCADE": str(CASCADE),
+           "ANIMEFACE_BACKBONE": RANDOM_BACKBONE}
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root: file permissions only apply through setpriv, which is missing")
+        caps = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", "--bounding-set", caps, "--inh-caps", caps]
+    return subprocess.run([*prefix, sys.executable, "-m", "animeface", *map(str, args), "-q"], env=env, cwd=home,
+                          capture_output=True, text=True)
+
+
+def test_a_read_only_dst_is_a_clear_error(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "sorted"
+    put(src / "p.png", plain_png((5, 5, 5)))
+    dst.mkdir()
+    dst.chmod(0o555)
+    result = run_cli(["sort", src, dst], tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"animeface: error: {dst}: cannot write there (Permission denied)" in result.stderr
+    assert os.listdir(dst) == [] and (src / "p.png").is_file()
+
+
+def test_an_unreadable_file_is_named_and_identify_and_detect_carry_on(tmp_path):
+    good, bad = tmp_path / "good.png", tmp_path / "secret.png"
+    put(good, plain_png((6, 6, 6)))
+    put(bad, plain_png((7, 7, 7)))
+    bad.chmod(0o000)
+    result = run_cli(["identify", bad, good], tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert f"{bad}: cannot read the file (Permission denied)" in result.stderr
+    assert f"{good}: no face" in result.stdout
+    out = tmp_path / "out"
+    result = run_cli(["detect", bad, good, "--out", out], tmp_path)
+    assert "Traceback" not in result.stderr and f"{bad}: cannot read the file (Permission denied)" in result.stderr
+    assert os.listdir(out) == ["good.jpg"]
+
+
+# -- 12. tampered gallery files ---------------------------------------------------------------
+
+
+def edit_json(change):
+    def tamper(folder):
+        path = folder / "gallery.json"
+        description = json.loads(path.read_text())
+        change(description)
+        path.write_text(json.dumps(description))
+    return tamper
+
+
+def npy_claiming(shape):
+    def tamper(folder):
+        header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, header)
+        (folder / "vectors.npy").write_bytes(buf.getvalue() + b"\0" * 64)
+    return tamper
+
+
+def replace_head(**arrays):
+    def tamper(folder):
+        with np.load(folder / "head.npz") as npz:
+            head = {k: npz[k] for k in npz.files}
+        head.update(arrays)
+        np.savez(folder / "head.npz", **head)
+    return tamper
+
+
+TAMPERINGS = {
+    "labels of the wrong type": (edit_json(lambda d: d.update(labels=[1, 2])), "labels"),
+    "entries missing": (edit_json(lambda d: d.pop("entries")), "entries"),
+    "dimension as text": (edit_json(lambda d: d.update(embedding_dim="2120")), "embedding_dim"),
+    "preprocessing a list": (edit_json(lambda d: d.update(preprocessing=[299])), "preprocessing"),
+    "input size of 20000": (edit_json(lambda d: d["preprocessing"].update(input_size=20000)), "input_size"),
+    "thresholds of another shape": (edit_json(lambda d: d.update(thresholds={"x": 1})), "thresholds"),
+    "an entry's sha256": (edit_json(lambda d: d["entries"][3].update(sha256=None)), r"entries\[3\].sha256"),
+    "deeply nested JSON": (lambda f: (f / "gallery.json").write_text("[" * 100_000 + "]" * 100_000), "RecursionError"),
+    "not JSON": (lambda f: (f / "gallery.json").write_bytes(b"\xff\xfe{"), "gallery.json"),
+    "head not a zip": (lambda f: (f / "head.npz").write_bytes(b"PK\3\4 garbage"), "BadZipFile"),
+    "head missing": (lambda f: (f / "head.npz").unlink(), "head.npz: damaged gallery: the file is missing"),
+    "head of the wrong shape": (replace_head(coef=np.zeros((5, 4), np.float32)), "head.npz: damaged gallery: the array"),
+    "head classes not the labels": (replace_head(classes=np.array(["a", "b", "c", "d"])), "classes"),
+    "head with a pickle": (replace_head(penalty=np.array([{"x": 1}], dtype=object)), "head.npz"),
+    "vectors claiming 78 TiB": (npy_claiming((2 ** 40, 20000)), "vectors.npy: damaged gallery: the array"),
+    "vectors cut short": (lambda f: (f / "vectors.npy").write_bytes((f / "vectors.npy").read_bytes()[:-7]),
+                          "vectors.npy: damaged gallery: the array data"),
+    "vectors holding NaN": (lambda f: np.save(f / "vectors.npy", np.full(np.load(f / "vectors.npy").shape, np.nan,
+                                                                        np.float32)), "NaN"),
+}
+
+
+@pytest.mark.parametrize("how", TAMPERINGS)
+def test_a_tampered_gallery_is_one_gallery_error_naming_file_and_field(gallery_copy, how):
+    tamper, field = TAMPERINGS[how]
+    tamper(gallery_copy)
+    with pytest.raises(animeface.GalleryError, match=field) as err:
+        animeface.Recognizer.open(gallery_copy, backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
+    assert str(gallery_copy) in str(err.value)
+
+
+def test_a_corrupt_faiss_index_is_not_read(gallery_copy):
+    (gallery_copy / "index.faiss").write_bytes(b"IxFI" + os.urandom(200))
+    rec = animeface.Recognizer.open(gallery_copy, backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
+    vector = rec.gallery.vectors[:1]
+    assert rec.name_faces(vector, [animeface.Box(0, 0, 9, 9)])[0].candidates
+
+
+def test_fuzzed_galleries_load_or_give_a_gallery_error(gallery_copy, tmp_path):
+    """Seeded mutations of a real saved gallery: each one loads (and then names a face without
+    crashing) or is refused with a GalleryError; nothing else comes out."""
+    rng = np.random.default_rng(11)
+    originals = {name: (gallery_copy / name).read_bytes() for name in ("gallery.json", "vectors.npy", "head.npz")}
+    probe = np.load(gallery_copy / "vectors.npy")[:2]
+    values = [None, True, -1, 0, 2 ** 70, 1e308, -0.5, "", "../x", "é" * 300, [], {}, [[[]]], {"a": [1]}, "gura"]
+    outcomes = {"loaded": 0, "refused": 0}
+    for trial in range(400):
+        target = tmp_path / f"g{trial}"
+        target.mkdir()
+        for name, data in originals.items():
+            (target / name).write_bytes(data)
+        kind = trial % 3
+        if kind == 0:  # a JSON value replaced or removed, anywhere in the tree
+            mutated = json.loads(originals["gallery.json"])
+            node, key = _random_slot(mutated, rng)
+            if rng.random() < 0.2 and isinstance(node, dict):
+                node.pop(key)
+            else:
+                node[key] = values[rng.integers(len(values))]
+            (target / "gallery.json").write_text(json.dumps(mutated))
+        else:  # bytes of an array file flipped, cut or grown
+            name = ("vectors.npy", "head.npz")[kind - 1]
+            data = bytearray(originals[name])
+            for _ in range(rng.integers(1, 6)):
+                data[rng.integers(min(len(data), 300))] = rng.integers(256)  # mostly headers
+            if rng.random() < 0.3:
+                data = data[:rng.integers(len(data))]
+            (target / name).write_bytes(bytes(data))
+        try:
+            rec = animeface.Recognizer.open(target, backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
+        except animeface.GalleryError:
+            outcomes["refused"] += 1
+        else:
+            outcomes["loaded"] += 1
+            rec.name_faces(probe, [animeface.Box(0, 0, 9, 9)] * 2)
+        shutil.rmtree(target)
+    assert outcomes["refused"] > 100 and outcomes["loaded"] > 10, outcomes
+
+
+def _random_slot(tree, rng):
+    """A random (container, key) inside a JSON tree."""
+    node = tree
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        key = keys[rng.integers(len(keys))]
+        child = node[key]
+        if isinstance(child, (dict, list)) and child and rng.random() < 0.7:
+            node = child
+            continue
+        return node, key
+
+
+# -- 13. a cascade file that is not one ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"<?xml version='1.0'?><foo>bar</foo>", b"garbage",
+                                     b"<?xml version='1.0'?><opencv_storage><cascade>x</cascade></opencv_storage>"])
+def test_a_cascade_file_that_is_not_one_is_a_model_error(tmp_path, content):
+    path = tmp_path / "cascade.xml"
+    path.write_bytes(content)
+    with pytest.raises(animeface.ModelError, match="not a cascade file"):
+        Detector(path)
+
+
+# -- 14. decoding memory ---------------------------------------------------------------------------
+
+
+def test_a_tiny_file_of_too_many_pixels_is_refused_from_its_header(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("ANIMEFACE_MAX_PIXELS", "1000000")
+    Image.new("1", (2000, 1000)).save(tmp_path / "bomb.png")
+    assert (tmp_path / "bomb.png").stat().st_size < 10_000
+    with pytest.raises(animeface.ImageError, match="2000x1000 pixels is over the limit"):
+        load_image(tmp_path / "bomb.png")
+
+
+# -- 15. a download longer than the manifest says --------------------------------------------------
+
+
+def test_a_download_stops_at_the_manifests_size(monkeypatch, tmp_path):
+    size = models.manifest()["lbpcascade_animeface"].size
+    served = []
+
+    class Endless:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def read(self, n):
+            served.append(n)
+            return b"x" * n
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: Endless())
+    with pytest.raises(animeface.ModelError, match="larger than the manifest"):
+        models.fetch("lbpcascade_animeface", progress=False)
+    assert sum(served) == size + 1
+    assert list((tmp_path / "cache").iterdir()) == []
