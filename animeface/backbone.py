@@ -71,9 +71,12 @@ def parse_spec(spec: str) -> Weights:
     """Check a backbone spec without touching TensorFlow or the network."""
     if spec == "random-init" or spec.startswith("random-init:"):
         try:
-            return Weights(spec, seed=int(spec.partition(":")[2] or "0"))
+            seed = int(spec.partition(":")[2] or "0")
         except ValueError:
             raise ModelError(f"backbone {spec!r}: the seed after 'random-init:' must be an integer") from None
+        warnings.warn(f"animeface: backbone random-init:{seed} has RANDOM weights; names will be poor. "
+                      "Use it for tests only.", stacklevel=4)
+        return Weights(spec, seed=seed)
     if spec == "imagenet":
         return Weights(spec)  # resolved to the downloaded file when first needed
     path = Path(spec).expanduser()
@@ -91,23 +94,11 @@ def _with_file(weights: Weights) -> Weights:
     return Weights(weights.spec, path, models.sha256_file(path))
 
 
-def backbone_id(weights: Weights, deepest: str) -> str:
-    """The id of the weights up to layer `deepest`: pinned for known files, else read from
-    the cached network, else computed by converting it."""
-    if weights.seed is not None:
-        return f"random-init:{weights.seed}"
-    weights = _with_file(weights)
-    pinned = models.known_weights().get(weights.sha256, {}).get(deepest)
-    if pinned:
-        return f"inception-v3:{pinned[:16]}"
-    return f"inception-v3:{_prepare_id(weights, deepest)[:16]}"
-
-
-def _prepare_id(weights: Weights, deepest: str) -> str:
-    folder = network_folder(weights, (deepest,), "avg", 299)
-    if not (folder / "network.json").is_file():
-        convert(weights, (deepest,), "avg", 299, folder)
-    return _read_card(folder)["weights_digest"]
+def _file_sha256(weights: Weights) -> str:
+    """The weights file's sha256, without downloading: the official file's is in the manifest."""
+    if weights.path is None:
+        return models.manifest()["inception_v3_imagenet_notop"].sha256
+    return _with_file(weights).sha256
 
 
 def network_folder(weights: Weights, layers: tuple[str, ...], pooling: str, size: int) -> Path:
@@ -133,7 +124,18 @@ class Network:
 
     @property
     def id(self) -> str:
-        return backbone_id(self.weights, self.deepest)
+        """A digest of the weight values this network uses: pinned for known files, else read
+        from the cached network (converting it first if needed)."""
+        if self.weights.seed is not None:
+            return f"random-init:{self.weights.seed}"
+        digest = models.known_weights().get(_file_sha256(self.weights), {}).get(self.deepest)
+        if digest is None:
+            self._compiled()
+            digest = _read_card(self._folder(_with_file(self.weights)))["weights_digest"]
+        return f"inception-v3:{digest[:16]}"
+
+    def _folder(self, weights: Weights) -> Path:
+        return network_folder(weights, self.layers, self.pooling, self.size)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         request = self._compiled().create_infer_request()
@@ -141,7 +143,7 @@ class Network:
 
     def _compiled(self):
         weights = _with_file(self.weights)
-        folder = network_folder(weights, self.layers, self.pooling, self.size)
+        folder = self._folder(weights)
         with _lock:
             if folder not in _compiled:
                 if not (folder / "network.json").is_file():
@@ -188,6 +190,10 @@ def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, 
     print("animeface: preparing the embedder, once (building Inception-v3 and converting it; "
           "about a minute)", file=sys.stderr, flush=True)
     net, digest = _keras_network(weights, layers, pooling, size)
+    pinned = models.known_weights().get(weights.sha256, {}).get(max(layers, key=LAYERS.index))
+    if pinned and pinned != digest:
+        raise ModelError(f"{weights.path}: its sha256 is that of a known weights file, but the weights read "
+                         f"from it differ ({digest[:16]} against {pinned[:16]})")
     import openvino as ov
 
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -216,8 +222,6 @@ def _keras_network(weights: Weights, layers: tuple[str, ...], pooling: str, size
 
     keras.backend.clear_session()  # fresh layer names: Keras 3 weight files are keyed by them
     if weights.seed is not None:
-        warnings.warn(f"animeface: backbone random-init:{weights.seed} has RANDOM weights; names will be poor. "
-                      "Use it for tests only.", stacklevel=4)
         keras.utils.set_random_seed(weights.seed)
     base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(size, size, 3))
     if weights.seed is None:

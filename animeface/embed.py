@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbone import LAYERS, POOLINGS, Network, parse_spec, resolve_backbone
+from .backbone import LAYERS, POOLINGS, Network, resolve_backbone
 from .errors import ModelError
 
 HUE_BINS, SAT_BINS, GREY_BINS = 16, 4, 8
@@ -162,25 +162,24 @@ class Embedder:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.spec = resolve_backbone(backbone)
-        parse_spec(self.spec)  # a bad spec fails here, before any work
         self.batch_size = int(batch_size)
         self.projection: Projection | None = None
         if projection == "default":
             shipped = Projection.load(shipped_projection())
-            if recipe is None and self._backbone_for(shipped.recipe).id == shipped.card.get("backbone_id"):
+            if recipe is None and self._network_for(shipped.recipe).id == shipped.card.get("backbone_id"):
                 self.projection = shipped
         elif projection is not None:
             self.projection = Projection.load(Path(projection))
             if recipe is not None and recipe != self.projection.recipe:
                 raise ValueError("a trained projection brings its own recipe; pass recipe=None")
         self.recipe = self.projection.recipe if self.projection else recipe or Recipe()
-        self.network = self._backbone_for(self.recipe)
+        self.network = self._network_for(self.recipe)
         if self.projection and self.projection.card.get("backbone_id") != self.backbone_id:
             raise ModelError(f"{self.projection.name or 'the projection'} was trained on backbone "
                              f"{self.projection.card.get('backbone_id')}, not {self.backbone_id}; train one for "
                              "these weights with 'animeface train'")
 
-    def _backbone_for(self, recipe: Recipe) -> Network:
+    def _network_for(self, recipe: Recipe) -> Network:
         return Network(self.spec, recipe.layers, recipe.pooling, recipe.input_size)
 
     @property

@@ -5,9 +5,8 @@ characters. Least squares to one-hot targets has an exact solution (no
 iterations) and exact leave-one-out predictions for free; those set the
 softmax temperature here and the unknown-face thresholds in thresholds.py.
 It is also far more accurate than an L2-penalised logistic regression on
-these vectors: backbone vectors share one dominant direction and differ in
-small ones, which a light ridge penalty keeps and a logistic one smooths away
-(faces/holoen20, 20 shots: 66% against 26% top-1; benchmarks/colour_feature.py).
+untrained backbone vectors, which share one dominant direction and differ in
+small ones (faces/holoen20, 20 shots: 66% against 26% top-1).
 """
 
 from __future__ import annotations
@@ -19,9 +18,11 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 #: Ridge penalty, relative to the mean squared distance of a vector from the
-#: gallery mean (so it does not depend on the backbone's scale); chosen on
-#: faces/holoen20, see benchmarks/colour_feature.py.
-DEFAULT_PENALTY = 0.05
+#: gallery mean (so it does not depend on the embedder's scale). Chosen on real
+#: weights with the trained projection (benchmarks/embedder.py): in its whitened
+#: space a firm penalty keeps the head close to the class means, which carry over
+#: from a few shots; 0.05 overfit them (20 characters x 20 shots: 76% against 89%).
+DEFAULT_PENALTY = 1.0
 #: Rows given leave-one-out probabilities (a seeded sample above this): they fit the
 #: softmax temperature (a scalar: a sample is plenty) and the thresholds.
 LEAVE_ONE_OUT_ROWS = 3000
@@ -67,13 +68,15 @@ class SoftmaxHead:
             Y = onehot.T.toarray() - mean_y  # centred one-hot targets
             alpha = cho_solve(factor, Y)
             W = A.T @ alpha
+            # leave-one-out residual e / (1 - H_ii), with the intercept's 1/n in the hat matrix
+            # (fitted on centred data, every row's own share of the mean is part of its fit)
             inverse_diag = np.diag(cho_solve(factor, np.eye(n)))
-            loo = Y[rows] - alpha[rows] / inverse_diag[rows, None]
+            loo = Y[rows] - lam * alpha[rows] / (lam * inverse_diag[rows, None] - 1.0 / n)
         else:  # primal form: a dim x dim system; A.T @ Y is the per-class sums of A
             factor = cho_factor(np.asarray(A.T @ A, np.float64) + lam * np.eye(dim), lower=True)
             W = cho_solve(factor, np.asarray(onehot @ A, np.float64).T)
             sample = A[rows]
-            leverage = (solve_triangular(factor[0], sample.T.astype(np.float64), lower=True) ** 2).sum(axis=0)
+            leverage = (solve_triangular(factor[0], sample.T.astype(np.float64), lower=True) ** 2).sum(axis=0) + 1.0 / n
             Y = onehot[:, rows].T.toarray() - mean_y
             loo = (sample @ W.astype(np.float32) - leverage[:, None] * Y) / (1.0 - leverage)[:, None]
         loo += mean_y

@@ -31,11 +31,17 @@ def shared_data() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def network_cache(tmp_path_factory) -> Path:
+    """One cache of converted networks for the whole run: converting takes TensorFlow half a minute."""
+    return tmp_path_factory.mktemp("network-cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    """Each test gets its own default gallery and download cache, and the shared cascade."""
+def isolated_env(tmp_path, monkeypatch, network_cache):
+    """Each test gets its own default gallery, the run's network cache, and the shared cascade."""
     monkeypatch.setenv("ANIMEFACE_HOME", str(tmp_path / "home-gallery"))
-    monkeypatch.setenv("ANIMEFACE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ANIMEFACE_CACHE", str(network_cache))
     monkeypatch.setenv("ANIMEFACE_CASCADE", str(CASCADE))
     monkeypatch.delenv("ANIMEFACE_BACKBONE", raising=False)
 

@@ -1,5 +1,9 @@
-"""The embedder: real Inception-v3, unit vectors, random weights only when named."""
+"""The embedder: real Inception-v3 run by OpenVINO, unit vectors, random weights only when named."""
 
+import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -8,33 +12,74 @@ import pytest
 
 import animeface
 from animeface.crop import whole_image
-from animeface.embed import CNN_DIM, COLOUR_DIM, Embedder, colour_histogram
+from animeface.embed import COLOUR_DIM, Embedder, Projection, Recipe, colour_histogram, shipped_projection
 from animeface.io import load_image
 
-from conftest import RANDOM_BACKBONE, crops
+from conftest import RANDOM_BACKBONE, ROOT, crops
 
 
-def face_batch(n=3):
-    return np.stack([whole_image(load_image(p), 299) for p in crops("gura", 0, n)])
+def face_batch(n=3, size=299):
+    return np.stack([whole_image(load_image(p), size) for p in crops("gura", 0, n)])
 
 
 def test_vectors_are_unit_length_and_sized():
     emb = Embedder(RANDOM_BACKBONE)
     vecs = emb.embed(face_batch())
-    assert vecs.shape == (3, CNN_DIM + COLOUR_DIM) and vecs.dtype == np.float32
+    assert emb.projection is None, "a projection trained on ImageNet features must not apply to random weights"
+    assert vecs.shape == (3, 768 + 768 + COLOUR_DIM) == (3, emb.dim) and vecs.dtype == np.float32
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
 
 
 def test_batching_does_not_change_the_vectors():
     batch = face_batch(4)
-    whole = Embedder(RANDOM_BACKBONE, batch_size=32).embed(batch)
+    whole = Embedder(RANDOM_BACKBONE, batch_size=16).embed(batch)
     single = Embedder(RANDOM_BACKBONE, batch_size=1).embed(batch)
     assert np.allclose(whole, single, atol=1e-4)
 
 
+def test_openvino_network_computes_what_the_keras_network_computes():
+    """The converted network is the Keras one: same pooled features to 1e-4."""
+    from animeface.backbone import Network, _keras_network, parse_spec
+
+    batch = face_batch(2)
+    network = Network(RANDOM_BACKBONE, ("mixed5", "mixed7"), "avg", 299)
+    keras_pooled, _ = _keras_network(parse_spec(RANDOM_BACKBONE), network.layers, "avg", 299)
+    expected = keras_pooled(batch).numpy()
+    assert np.allclose(network(batch), expected, atol=1e-4 * float(np.abs(expected).max()))
+
+
+def test_a_cached_network_runs_without_importing_tensorflow(tmp_path):
+    """After the one conversion, a fresh process embeds with OpenVINO alone."""
+    Embedder(RANDOM_BACKBONE).embed(face_batch(1))  # converted and cached (ANIMEFACE_CACHE)
+    script = ("import sys, warnings; warnings.simplefilter('ignore')\n"
+              "import numpy as np\n"
+              "from animeface.embed import Embedder\n"
+              f"v = Embedder({RANDOM_BACKBONE!r}).embed(np.zeros((1, 299, 299, 3), np.uint8))\n"
+              "print(v.shape[1], 'tensorflow' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1608", "False"]
+    assert "preparing the embedder" not in out.stderr
+
+
+def test_a_damaged_cached_network_is_a_clear_error():
+    from animeface.backbone import Network, _compiled, network_folder, parse_spec
+
+    network = Network("random-init:5", ("mixed5",), "avg", 160)
+    network(face_batch(1, 160))
+    folder = network_folder(parse_spec("random-init:5"), ("mixed5",), "avg", 160)
+    with open(folder / "network.bin", "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\x00garbage\x00")
+    _compiled.clear()
+    with pytest.raises(animeface.ModelError, match="damaged.*network.bin"):
+        network(face_batch(1, 160))
+
+
 def test_random_weights_warn_and_are_recorded_by_seed():
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        Embedder("random-init:7").embed(face_batch(1))
+        Embedder("random-init:7")
     assert Embedder("random-init").backbone_id == "random-init:0"
     assert Embedder("random-init:7").backbone_id == "random-init:7"
 
@@ -46,7 +91,7 @@ def test_default_backbone_is_imagenet_never_random(monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     emb = Embedder()
-    assert emb.backbone_id == "keras-inception-v3-imagenet"
+    assert emb.projection is not None and emb.projection.name == "anime-faces-v1"
     with pytest.raises(animeface.ModelError) as err:
         emb.embed(face_batch(1))
     assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(err.value)
@@ -58,20 +103,54 @@ def test_unknown_backbone_spec_is_a_clear_error():
         Embedder("no-such-backbone")
 
 
-def test_saved_model_folder_is_a_backbone(tmp_path):
-    """A local SavedModel loads through tf.saved_model, the path TF-Hub handles take too."""
-    import tensorflow as tf
+def test_the_shipped_projection_has_a_card_that_matches_it():
+    path = shipped_projection()
+    card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    projection = Projection.load(path)
+    assert projection.sha256 == card["sha256"]
+    assert card["command"].startswith("animeface train ") and "--seed" in card["command"]
+    assert card["backbone_id"].startswith("inception-v3:")
+    assert projection.matrix.shape == (projection.recipe.dim, card["components"])
 
-    class Tiny(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 299, 299, 3], tf.float32)])
-        def __call__(self, x):
-            return tf.reduce_mean(x, axis=[1, 2]) @ tf.ones([3, CNN_DIM])
 
-    tf.saved_model.save(Tiny(), str(tmp_path / "sm"))
-    emb = Embedder(str(tmp_path / "sm"), colour_weight=0)
-    assert emb.backbone_id.startswith("savedmodel:")
-    vecs = emb.embed(face_batch(2))
-    assert vecs.shape == (2, CNN_DIM) and np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+def test_a_tampered_or_pickled_projection_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    recipe = Recipe(layers=("mixed5",), colour_weight=0)
+    good = Projection(np.zeros(768, np.float32), rng.normal(size=(768, 16)).astype(np.float32), recipe)
+    path = good.save(tmp_path / "p", {"name": "p", "backbone_id": "random-init:0"})
+    assert np.allclose(Projection.load(path).matrix, good.matrix)
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(animeface.ModelError, match="sha256"):
+        Projection.load(path)
+    import hashlib
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, mean=np.zeros(768, np.float32), matrix=np.array([{"x": 1}], dtype=object),
+             recipe=np.array(json.dumps(recipe.to_dict())))
+    path.write_bytes(buffer.getvalue())
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(animeface.ModelError, match="not a usable embedder projection"):
+        Projection.load(path)
+
+
+def test_a_projection_for_other_weights_is_refused(tmp_path):
+    recipe = Recipe(layers=("mixed5",), colour_weight=0)
+    path = Projection(np.zeros(768, np.float32), np.eye(768, 8, dtype=np.float32), recipe).save(
+        tmp_path / "p", {"name": "p", "backbone_id": "inception-v3:0000000000000000"})
+    with pytest.raises(animeface.ModelError, match="trained on backbone"):
+        Embedder(RANDOM_BACKBONE, projection=path)
+
+
+@pytest.mark.parametrize("bad", [dict(layers=("mixed9",)), dict(pooling="median"), dict(power=0),
+                                 dict(colour_weight=-1), dict(input_size=20000), dict(input_size=299.0)])
+def test_a_bad_recipe_is_refused(bad):
+    with pytest.raises(ValueError):
+        Recipe(**bad)
 
 
 def test_colour_histogram_tells_colours_apart():

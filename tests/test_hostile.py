@@ -252,7 +252,7 @@ def run_cli(args, home: Path):
     """The command line in a fresh process that file permissions apply to (as root: without the
     capabilities that override them)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ANIMEFACE_HOME": str(home / "gallery"),
-           "ANIMEFACE_CACHE": str(home / "cache"), "ANIMEFACE_CASCADE": str(CASCADE),
+           "ANIMEFACE_CASCADE": str(CASCADE),
            "ANIMEFACE_BACKBONE": RANDOM_BACKBONE}
     prefix = []
     if os.geteuid() == 0:
@@ -442,6 +442,7 @@ def test_a_tiny_file_of_too_many_pixels_is_refused_from_its_header(tmp_path, mon
 
 
 def test_a_download_stops_at_the_manifests_size(monkeypatch, tmp_path):
+    monkeypatch.setenv("ANIMEFACE_CACHE", str(tmp_path / "cache"))
     size = models.manifest()["lbpcascade_animeface"].size
     served = []
 

@@ -25,6 +25,12 @@ class FakeResponse(io.BytesIO):
         self.close()
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Downloads land in a cache of this test's own, to be inspected."""
+    monkeypatch.setenv("ANIMEFACE_CACHE", str(tmp_path / "cache"))
+
+
 def serve(monkeypatch, payload):
     calls = []
 

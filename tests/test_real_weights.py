@@ -1,0 +1,53 @@
+"""The shipped embedder on the real ImageNet Inception-v3 weights (../shared/data/models), loaded
+through the same path as a user's downloaded file."""
+
+import numpy as np
+import pytest
+
+import animeface
+from animeface.embed import Embedder
+
+from conftest import HOLOEN, SHARED, crops
+
+WEIGHTS = SHARED / "models" / "inception_v3_imagenet_to_mixed8.weights.h5"
+#: Characters the shipped projection was trained on, and pictures of them it never saw in enrolment.
+NAMED = ("ame", "bae", "irys", "mumei", "shiori")
+
+
+@pytest.fixture(scope="module")
+def real_weights():
+    if not WEIGHTS.is_file():
+        pytest.fail(f"test data missing: {WEIGHTS}")
+    return str(WEIGHTS)
+
+
+def test_the_shared_weights_are_the_official_imagenet_backbone(real_weights):
+    """The truncated copy and the official download give one id, so galleries move between them;
+    converting checks that id against the weights actually read."""
+    shared = Embedder(real_weights)
+    assert shared.backbone_id == Embedder("imagenet").backbone_id
+    assert shared.projection is not None and shared.projection.card["backbone_id"] == shared.backbone_id
+    vectors = shared.embed(np.zeros((2, 299, 299, 3), np.uint8))
+    assert vectors.shape == (2, shared.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_enrolled_characters_are_named_on_pictures_not_enrolled(real_weights, tmp_path):
+    rec = animeface.Recognizer(tmp_path / "g", backbone=real_weights, progress=False)
+    for name in NAMED:
+        rec.enroll(name, crops(name, 0, 10), faces="whole")
+    tests = [(name, path) for name in NAMED for path in crops(name, 60, 8)]
+    results = rec.identify_batch([path for _, path in tests], faces="whole")
+    named = [faces[0].label for faces in results]
+    right = sum(label == name for (name, _), label in zip(tests, named))
+    wrong = sum(label not in (None, name) for (name, _), label in zip(tests, named))
+    assert right >= 0.85 * len(tests), named
+    assert wrong <= 0.05 * len(tests), named
+
+
+def test_a_character_never_enrolled_is_mostly_unknown(real_weights, tmp_path):
+    rec = animeface.Recognizer(tmp_path / "g", backbone=real_weights, progress=False)
+    for name in NAMED:
+        rec.enroll(name, crops(name, 0, 15), faces="whole")
+    strangers = sorted((HOLOEN / "kronii").iterdir())[:20]
+    named = [faces[0].label for faces in rec.identify_batch(strangers, faces="whole")]
+    assert sum(label is None for label in named) >= 0.6 * len(strangers), named
