@@ -35,6 +35,7 @@ import numpy as np
 
 from . import models
 from .errors import ModelError
+from .quiet import native_stderr_silenced
 
 DEFAULT_BACKBONE = "imagenet"
 LAYERS = ("mixed0", "mixed1", "mixed2", "mixed3", "mixed4", "mixed5", "mixed6", "mixed7", "mixed8")
@@ -189,7 +190,8 @@ def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, 
     """Build the network in TensorFlow from the weights, convert it to OpenVINO, cache it atomically."""
     print("animeface: preparing the embedder, once (building Inception-v3 and converting it; "
           "about a minute)", file=sys.stderr, flush=True)
-    net, digest = _keras_network(weights, layers, pooling, size)
+    with native_stderr_silenced():  # TensorFlow's start-up notes are noise to a user
+        net, digest = _keras_network(weights, layers, pooling, size)
     pinned = models.known_weights().get(weights.sha256, {}).get(max(layers, key=LAYERS.index))
     if pinned and pinned != digest:
         raise ModelError(f"{weights.path}: its sha256 is that of a known weights file, but the weights read "
@@ -199,7 +201,8 @@ def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        model = ov.convert_model(net)
+        with native_stderr_silenced():
+            model = ov.convert_model(net)
         ov.save_model(model, str(tmp / "network.xml"), compress_to_fp16=False)
         card = {"weights": weights.key, "weights_digest": digest, "layers": list(layers), "pooling": pooling,
                 "input_size": size, "conversion_version": CONVERSION_VERSION,
@@ -216,7 +219,6 @@ def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, 
 
 def _keras_network(weights: Weights, layers: tuple[str, ...], pooling: str, size: int):
     """A tf.function from uint8 crops to pooled features, and the digest of the weights it uses."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
 

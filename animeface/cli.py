@@ -1,6 +1,8 @@
 """The `animeface` command line: enroll, identify, detect, list, forget (and sort, evaluate).
 
 Heavy modules load inside each command, so `animeface --help` answers at once.
+Each input that fails gets one line on stderr, and the exit status (EXIT_STATUS,
+also in `animeface --help`) says whether all, some or none of the inputs went through.
 """
 
 from __future__ import annotations
@@ -8,91 +10,138 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
-from .errors import AnimefaceError
+from . import __version__, quiet
+from .errors import AnimefaceError, GalleryError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_NOTHING_DONE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_STATUS = """exit status:
+  0    every input was processed
+  1    an error stopped the command (no gallery, a model, the disk), said on stderr
+  2    the command line is wrong (usage)
+  3    some inputs failed, each named on stderr; the rest were processed
+  4    no input was processed (none found, or every one failed)
+  130  interrupted"""
+BACKBONE_HELP = ("embedder backbone: 'imagenet' (the default; downloaded once), a path to Inception-v3 Keras .h5 "
+                 "weights, 'tfhub', a TF-Hub handle or SavedModel folder, or 'random-init[:SEED]' (random weights, "
+                 "for tests only). Default: ANIMEFACE_BACKBONE, else 'imagenet'")
+FACES_HELP = ("how pictures become faces: detect (detected faces only), whole (each picture is a face crop), or "
+              "auto (detect; a picture with no face found, or a small square picture whose only detection is a "
+              "small part of it, is taken whole as a face crop, and the output says so)")
+#: Formats an annotated copy keeps; others (GIF) are written as PNG.
+WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints, escaped, rather than crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    quiet.quiet_tensorflow_env()
+    _plain_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
-        return args.run(args) or 0
-    except AnimefaceError as exc:
+        return args.run(args)
+    except (AnimefaceError, OSError) as exc:  # OSError: the disk said no (full, read-only, permission)
         print(f"animeface: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # the disk said no (full, read-only, permission): a message, not a traceback
-        print(f"animeface: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("animeface: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _plain_warnings() -> None:
+    """Our own warnings as one 'animeface: warning: ...' line each, with no source line; other
+    libraries' warnings (TensorFlow, Keras) say nothing a user can act on and are not shown."""
+    warnings.simplefilter("ignore")
+    warnings.filterwarnings("default", module=r"animeface(\.|$)")
+    warnings.showwarning = lambda message, *_: _say(f"warning: {str(message).removeprefix('animeface: ')}")
+
+
+def _say(line: str) -> None:
+    print(f"animeface: {line}", file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="animeface",
+        prog="animeface", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Find anime faces in pictures and name the characters you enrolled.",
-        epilog="Environment: ANIMEFACE_HOME (default gallery), ANIMEFACE_BACKBONE, ANIMEFACE_CASCADE, "
-               "ANIMEFACE_CACHE (model downloads). Run 'animeface COMMAND --help' for each command.")
+        epilog="examples:\n"
+               "  animeface enroll 'Hatsune Miku' miku1.png miku_folder/\n"
+               "  animeface identify scene.jpg\n"
+               "  animeface sort ~/Downloads/anime ~/Pictures/by-character\n\n"
+               "environment: ANIMEFACE_HOME (default gallery), ANIMEFACE_BACKBONE, ANIMEFACE_CASCADE,\n"
+               "  ANIMEFACE_CACHE (model downloads). Run 'animeface COMMAND --help' for each command.\n\n"
+               + EXIT_STATUS)
+    parser.add_argument("--version", action="version", version=f"animeface {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    p = _command(sub, "enroll", "add a character from pictures or face crops", cmd_enroll)
+    p = _command(sub, "enroll", "add a character from pictures or face crops", cmd_enroll,
+                 "animeface enroll 'Hatsune Miku' miku1.png miku_folder/\n"
+                 "animeface enroll --folders characters/          # one subfolder per character")
     p.add_argument("name", nargs="?", help="character name (omit with --folders)")
     p.add_argument("paths", nargs="*", metavar="PATH", help="pictures or folders (walked recursively)")
     p.add_argument("--folders", metavar="ROOT", help="enroll one character per subfolder of ROOT, named after it")
-    p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto",
-                   help="detect: detected faces only; whole: each picture is a face crop; "
-                        "auto (default): detect, else the whole picture")
+    p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
+    p.add_argument("-v", "--verbose", action="store_true", help="list each skipped picture with its reason")
 
-    p = _command(sub, "identify", "name the faces in pictures", cmd_identify)
+    p = _command(sub, "identify", "name the faces in pictures", cmd_identify,
+                 "animeface identify scene.jpg more_pictures/\n"
+                 "animeface identify face_crop.png --json")
     p.add_argument("paths", nargs="+", metavar="PATH", help="pictures or folders")
-    p.add_argument("--faces", choices=["detect", "auto", "whole"], default="detect",
-                   help="detect (default), auto (whole picture when no face is found), or whole")
-    p.add_argument("--json", action="store_true", help="print one JSON object per picture")
+    p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object per picture, as each is done")
 
-    p = _command(sub, "detect", "find faces and save copies with the boxes drawn", cmd_detect)
+    p = _command(sub, "detect", "find faces and save copies with the boxes drawn", cmd_detect,
+                 "animeface detect pictures/ --out checked/\n"
+                 "animeface detect scene.png --out checked/ --names")
     p.add_argument("paths", nargs="+", metavar="PATH", help="pictures or folders")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the annotated copies")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for the annotated copies (subfolders and formats kept; never overwritten)")
     p.add_argument("--names", action="store_true", help="also name each face against the gallery")
 
-    _command(sub, "list", "list the enrolled characters", cmd_list)
+    _command(sub, "list", "list the enrolled characters", cmd_list, "animeface list --gallery galleries/mine",
+             network=False)
 
-    p = _command(sub, "forget", "remove a character from the gallery", cmd_forget)
+    p = _command(sub, "forget", "remove a character from the gallery", cmd_forget,
+                 "animeface forget 'Hatsune Miku'", network=False)
     p.add_argument("name", help="character name")
 
-    p = _command(sub, "sort", "sort a folder of pictures into one folder per character", cmd_sort)
+    p = _command(sub, "sort", "sort a folder of pictures into one folder per character", cmd_sort,
+                 "animeface sort ~/Downloads/anime ~/Pictures/by-character\n"
+                 "animeface sort SRC DST --move --dry-run         # see what would happen\n"
+                 "animeface sort --undo DST                        # reverse the latest sort into DST")
     p.add_argument("src", nargs="?", metavar="SRC", help="folder of pictures (walked recursively)")
     p.add_argument("dst", nargs="?", metavar="DST", help="destination: DST/<character>/, DST/_unknown/, DST/_noface/")
     p.add_argument("--move", action="store_true", help="remove each source once all its copies are checked")
     p.add_argument("--dry-run", action="store_true", help="change nothing; print what would be done")
     p.add_argument("--faces", choices=["detect", "auto"], default="detect",
-                   help="detect (default), or auto: a picture with no face found is taken as one face")
+                   help="detect (default: a picture with no face found goes to _noface/), or auto: also face "
+                        "crops, taken whole")
     p.add_argument("--jobs", type=int, metavar="N", help="decoding and detecting threads (default: CPU count)")
     p.add_argument("--undo", metavar="DST", help="reverse the latest sort into DST instead")
 
     p = sub.add_parser("evaluate", help="measure recognition on a folder of labelled pictures",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Enroll K pictures per character of ROOT (one subfolder each), identify the "
-                                   "rest, and report accuracy, unknown rejection and thresholds.")
+                                   "rest, and report accuracy, unknown rejection and thresholds. It works on "
+                                   "temporary galleries, so it takes no --gallery.",
+                       epilog="example:\n  animeface evaluate characters/ --shots 10 --unknown 5 --json")
     p.set_defaults(run=cmd_evaluate)
     p.add_argument("root", metavar="ROOT", help="folder with one subfolder of pictures per character")
     p.add_argument("--shots", type=int, default=10, metavar="K", help="pictures enrolled per character (default 10)")
     p.add_argument("--unknown", type=int, default=0, metavar="N", help="characters held out as strangers (default 0)")
     p.add_argument("--repeats", type=int, default=1, metavar="R", help="random splits, averaged (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the splits and the bootstrap (default 0)")
-    p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto",
-                   help="how pictures become faces, for enrolling and identifying alike (default auto)")
-    p.add_argument("--backbone", help="embedder backbone (default: ANIMEFACE_BACKBONE or 'imagenet')")
-    p.add_argument("--cascade", help="face cascade XML (default: ANIMEFACE_CASCADE or the downloaded one)")
+    p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object (the last line)")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots here (needs matplotlib)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _network_options(p)
 
     p = sub.add_parser("train", help="adapt the embedder to your own characters",
                        description="Train the embedder's projection on face crops, one subfolder per character "
@@ -105,69 +154,174 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for NAME.npz and its card NAME.json")
     p.add_argument("--name", default="projection", help="file name of the projection (default: projection)")
     p.add_argument("--seed", type=int, default=0, help="seed of the augmentation and the folds (default 0)")
-    p.add_argument("--backbone", help="embedder backbone (default: ANIMEFACE_BACKBONE or 'imagenet')")
+    p.add_argument("--backbone", help=BACKBONE_HELP)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser
 
 
-def _command(sub, name, help_text, run):
-    p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+def _command(sub, name, help_text, run, examples: str, network: bool = True):
+    """A subcommand with --gallery, and with the embedder's options unless it never uses the network."""
+    p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n" + "".join(f"  {line}\n" for line in examples.splitlines()))
     p.set_defaults(run=run)
     p.add_argument("--gallery", metavar="DIR", help="gallery folder (default: ANIMEFACE_HOME or the per-user one)")
-    p.add_argument("--backbone", help="embedder backbone (default: ANIMEFACE_BACKBONE or 'imagenet')")
-    p.add_argument("--cascade", help="face cascade XML (default: ANIMEFACE_CASCADE or the downloaded one)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    if network:
+        _network_options(p)
     return p
 
 
-def open_recognizer(args):
-    from .recognizer import Recognizer
+def _network_options(p) -> None:
+    p.add_argument("--backbone", help=BACKBONE_HELP)
+    p.add_argument("--cascade", help="face cascade XML (default: ANIMEFACE_CASCADE or the downloaded one)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no loading message")
 
-    return Recognizer(args.gallery, backbone=args.backbone, cascade=args.cascade, progress=not args.quiet)
+
+# -- shared steps ---------------------------------------------------------------------
+
+
+def open_recognizer(args, create: bool = False):
+    """The gallery named by --gallery (or the default one). Only enroll may create one: for any other
+    verb a folder with no gallery in it is an error naming it, never a silently empty gallery."""
+    from .gallery import Gallery
+    from .recognizer import Recognizer, default_gallery_path
+
+    path = Path(args.gallery).expanduser() if args.gallery else default_gallery_path()
+    if not create and not Gallery.exists(path):
+        option = f"--gallery {path}" if args.gallery else f"the default gallery {path}"
+        raise GalleryError(f"{option}: no gallery there (no gallery.json); check the folder's name, "
+                           "or enroll characters into it first with 'animeface enroll'")
+    if not hasattr(args, "backbone"):  # list, forget: they never embed, so any backbone setting opens any gallery
+        return Recognizer(path, backbone="imagenet", check_backbone=False, progress=False)
+    return Recognizer(path, backbone=args.backbone, cascade=args.cascade, progress=not args.quiet)
+
+
+def load_embedder(rec, args) -> None:
+    """Load the network now, saying so, rather than in silence at the first picture; TensorFlow's
+    native log lines are dropped while it loads. An empty gallery needs no network, so none loads."""
+    import numpy as np
+
+    if not args.quiet:
+        _say("loading the embedder ...")
+    size = rec.embedder.input_size
+    with quiet.native_stderr_silenced():
+        rec.embedder.embed(np.zeros((1, size, size, 3), np.uint8))
+
+
+def _failed(message) -> None:
+    """One line on stderr for an input that could not be used (the message names it)."""
+    _say(f"failed: {message}")
+
+
+def _status(done: int, failed: int) -> int:
+    if not done:
+        return EXIT_NOTHING_DONE
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _pictures(paths) -> list[tuple[Path, Path]]:
+    """(file, its path relative to the folder given, or its name for a file given) for each input;
+    a folder with no pictures is said on stderr."""
+    from .io import iter_image_files
+
+    out = []
+    for given in map(Path, paths):
+        found = iter_image_files([given])
+        if given.is_dir():
+            if not found:
+                _say(f"no pictures in {given}")
+            out += [(f, f.relative_to(given)) for f in found]
+        else:
+            out.append((given, Path(given.name)))
+    return out
+
+
+def _warn_if_empty(rec) -> None:
+    if not rec.characters:
+        _say(f"warning: the gallery {rec.path} is empty; every face will be unknown (enroll characters first)")
+
+
+def face_text(face) -> str:
+    """A face for people: the name and its score, or 'unknown' with the best guess, its probability and
+    the threshold that refused it; where the face is, or that the whole picture was taken as one."""
+    where = "whole picture, taken as a face crop" if face.whole_picture else f"at {tuple(face.box)}"
+    if face.label:
+        return f"{face.label} {face.score:.2f} {where}"
+    guess = f"best guess {face.candidates[0][0]} {face.candidates[0][1]:.2f}, " if face.candidates else ""
+    return f"unknown {where} ({guess}{face.reason})"
+
+
+# -- the verbs --------------------------------------------------------------------------
 
 
 def cmd_enroll(args) -> int:
+    from .gallery import validate_name
+
+    failed = 0
     if args.folders:
         if args.name or args.paths:
             raise SystemExit("animeface enroll: give either NAME PATH... or --folders ROOT, not both")
         root = Path(args.folders)
         if not root.is_dir():
             raise SystemExit(f"animeface enroll: {root} is not a folder")
-        jobs = [(d.name, [d]) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]
-        if not jobs:
+        jobs = []
+        for d in sorted(root.iterdir()):
+            if d.is_dir() and not d.name.startswith((".", "_")):
+                try:  # one badly named subfolder is reported; the others are still enrolled
+                    jobs.append((validate_name(d.name), [d]))
+                except AnimefaceError as exc:
+                    _failed(f"{d}: {exc}")
+                    failed += 1
+        if not jobs and not failed:
             raise SystemExit(f"animeface enroll: {root} has no character subfolders")
     else:
         if not args.name or not args.paths:
             raise SystemExit("animeface enroll: give NAME and at least one PATH (or --folders ROOT)")
-        jobs = [(args.name, args.paths)]
-    rec = open_recognizer(args)
+        jobs = [(validate_name(args.name), args.paths)]
+    rec = open_recognizer(args, create=True)
+    if jobs:
+        load_embedder(rec, args)
+    done = used = 0
     for name, paths in jobs:
-        print(rec.enroll(name, paths, faces=args.faces))
-    rec.save()
+        report = rec.enroll(name, paths, faces=args.faces)
+        print(report)
+        if args.verbose:
+            print("\n".join(report.details()))
+        for _, why in report.failed:
+            _failed(why)
+        done += len(report.used) + len(report.skipped)
+        used += len(report.used)
+        failed += len(report.failed)
+    if used:
+        rec.save()
     print(f"gallery {rec.path}: {len(rec.characters)} character(s)")
-    return 0
+    return _status(done, failed)
 
 
 def cmd_identify(args) -> int:
-    from .io import iter_image_files
+    from .errors import ImageError
 
     rec = open_recognizer(args)
-    if not rec.characters:
-        print("animeface: warning: the gallery is empty; every face will be unknown "
-              "(enroll characters first)", file=sys.stderr)
-    files = iter_image_files(args.paths)
-    results = rec.identify_batch(files, faces=args.faces)
-    for path, faces in zip(files, results):
-        if args.json:
-            print(json.dumps({"path": str(path), "faces": [f.to_dict() for f in faces]}, ensure_ascii=False))
+    _warn_if_empty(rec)
+    pictures = [path for path, _ in _pictures(args.paths)]
+    if rec.characters and pictures:
+        load_embedder(rec, args)
+    done = failed = 0
+    for path, faces in rec.identify_iter(pictures, faces=args.faces):
+        if isinstance(faces, ImageError):
+            _failed(faces)
+            failed += 1
+            if args.json:
+                print(json.dumps({"path": str(path), "error": str(faces), "faces": []}, ensure_ascii=False), flush=True)
             continue
-        if not faces:
-            print(f"{path}: no face")
-        for f in faces:
-            name = f.label or "unknown"
-            guess = "" if f.label else f" (best guess {f.candidates[0][0]} {f.candidates[0][1]:.2f})" if f.candidates else ""
-            print(f"{path}: {name} {f.score:.2f} at {tuple(f.box)}{guess}")
-    return 0
+        done += 1
+        if args.json:
+            print(json.dumps({"path": str(path), "error": None, "faces": [f.to_dict() for f in faces]},
+                             ensure_ascii=False), flush=True)
+        else:
+            for line in [face_text(f) for f in faces] or ["no face"]:
+                print(f"{path}: {line}", flush=True)
+    return _status(done, failed)
 
 
 def cmd_detect(args) -> int:
@@ -175,29 +329,37 @@ def cmd_detect(args) -> int:
 
     from .detect import Detector, draw_boxes
     from .errors import ImageError
-    from .io import iter_image_files, load_image
+    from .io import load_image
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rec = open_recognizer(args) if args.names else None
+    rec = None
+    if args.names:
+        rec = open_recognizer(args)
+        _warn_if_empty(rec)
+        if rec.characters:
+            load_embedder(rec, args)
     detector = rec.detector if rec else Detector(args.cascade)
-    failed = 0
-    for path in iter_image_files(args.paths):
+    done = failed = 0
+    for path, relative in _pictures(args.paths):
         try:
             rgb = load_image(path)
         except ImageError as exc:
-            print(f"animeface: skipped {exc}", file=sys.stderr)
+            _failed(exc)
             failed += 1
             continue
         if rec:
-            faces = rec.identify(rgb)
-            boxes, labels = [f.box for f in faces], [f"{f.label or 'unknown'} {f.score:.2f}" for f in faces]
+            faces = rec.identify(rgb, faces="detect")
+            boxes = [f.box for f in faces]
+            labels = [f"{f.label} {f.score:.2f}" if f.label else "unknown" for f in faces]
         else:
             boxes, labels = detector.detect(rgb), None
-        target = _free_name(out / (path.stem + ".jpg"))
+        suffix = relative.suffix.lower() if relative.suffix.lower() in WRITABLE_SUFFIXES else ".png"
+        target = _free_name(out / relative.with_suffix(suffix))
+        target.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(target), cv2.cvtColor(draw_boxes(rgb, boxes, labels), cv2.COLOR_RGB2BGR))
-        print(f"{path}: {len(boxes)} face(s) -> {target}")
-    return 1 if failed else 0
+        print(f"{path}: {len(boxes)} face(s) -> {target}", flush=True)
+        done += 1
+    return _status(done, failed)
 
 
 def _free_name(path: Path) -> Path:
@@ -210,6 +372,8 @@ def _free_name(path: Path) -> Path:
 
 
 def cmd_sort(args) -> int:
+    from tqdm import tqdm
+
     from .sort import sort_folder, undo
 
     if args.undo:
@@ -217,23 +381,24 @@ def cmd_sort(args) -> int:
             raise SystemExit("animeface sort: --undo DST takes no other folders")
         summary = undo(args.undo, log=None if args.quiet else print)
         print(summary)
-        return 1 if summary.kept else 0
+        return EXIT_SOME_FAILED if summary.kept else EXIT_OK
     if not (args.src and args.dst):
         raise SystemExit("animeface sort: give SRC and DST (or --undo DST)")
     if args.jobs is not None and args.jobs < 1:
         raise SystemExit("animeface sort: --jobs must be at least 1")
     rec = open_recognizer(args)
-    if not rec.characters:
-        print("animeface: warning: the gallery is empty; every face will be unknown", file=sys.stderr)
+    _warn_if_empty(rec)
+    if rec.characters:
+        load_embedder(rec, args)
     try:
         summary = sort_folder(rec, args.src, args.dst, move=args.move, dry_run=args.dry_run, faces=args.faces,
-                              jobs=args.jobs, progress=not args.quiet, log=print if args.dry_run else None)
+                              jobs=args.jobs, progress=not args.quiet, log=tqdm.write if args.dry_run else None)
     except KeyboardInterrupt:
-        print("animeface: interrupted; run the same command again to carry on, "
-              f"or 'animeface sort --undo {args.dst}' to reverse it", file=sys.stderr)
-        return 130
+        _say("interrupted; run the same command again to carry on, "
+             f"or 'animeface sort --undo {args.dst}' to reverse it")
+        return EXIT_INTERRUPTED
     print(summary)
-    return 0
+    return _status(summary.files - len(summary.left), len(summary.left))
 
 
 def cmd_list(args) -> int:
@@ -242,7 +407,7 @@ def cmd_list(args) -> int:
         print(f"gallery {rec.path} is empty")
     for name, count in rec.characters.items():
         print(f"{name}\t{count}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_forget(args) -> int:
@@ -250,11 +415,11 @@ def cmd_forget(args) -> int:
     try:
         removed = rec.forget(args.name)
     except KeyError as exc:
-        print(f"animeface: error: {exc.args[0]}", file=sys.stderr)
-        return 1
+        _say(f"error: {exc.args[0]}")
+        return EXIT_ERROR
     rec.save()
     print(f"forgot {args.name} ({removed} face(s))")
-    return 0
+    return EXIT_OK
 
 
 def cmd_train(args) -> int:
@@ -280,9 +445,16 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, format_report
 
+    if args.plots:  # before the evaluation, not after it
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit("animeface evaluate: --plots needs matplotlib (pip install matplotlib); "
+                             "nothing was run") from None
     try:
-        result = evaluate(args.root, shots=args.shots, unknown=args.unknown, repeats=args.repeats, seed=args.seed,
-                          faces=args.faces, backbone=args.backbone, cascade=args.cascade, progress=not args.quiet)
+        with quiet.native_stderr_silenced():
+            result = evaluate(args.root, shots=args.shots, unknown=args.unknown, repeats=args.repeats, seed=args.seed,
+                              faces=args.faces, backbone=args.backbone, cascade=args.cascade, progress=not args.quiet)
     except ValueError as exc:
         raise SystemExit(f"animeface evaluate: {exc}") from None
     if args.plots:
@@ -292,7 +464,7 @@ def cmd_evaluate(args) -> int:
             print(f"wrote {path}", file=sys.stderr)
     result.pop("records")
     print(json.dumps(result, ensure_ascii=False) if args.json else format_report(result))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

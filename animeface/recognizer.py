@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,15 @@ from .thresholds import Thresholds, calibrate
 FACE_MODES = ("detect", "whole", "auto")
 NEIGHBOURS = 100
 TOP_CANDIDATES = 5
+#: In faces="auto", a picture at most this many pixels a side and this close to square looks like a face crop ...
+CROP_MAX_SIDE = 512
+CROP_MAX_ASPECT = 1.25
+#: ... and a single detection narrower than this share of it is a part of the face (an eye), not the face.
+CROP_PART = 0.5
+
+
+class WholePicture(Box):
+    """The box of a picture taken whole as one face (faces="whole", or "auto" when it is a face crop)."""
 
 
 @dataclass
@@ -39,24 +49,42 @@ class Face:
     label: str | None
     score: float
     candidates: list[tuple[str, float]] = field(default_factory=list)
+    #: For an unknown face, why its best guess was refused (which threshold it fell below).
+    reason: str | None = None
+
+    @property
+    def whole_picture(self) -> bool:
+        """True when the whole picture was taken as the face (a face crop), not a detected box."""
+        return isinstance(self.box, WholePicture)
 
     def to_dict(self) -> dict:
-        return {"box": list(self.box), "box_score": self.box.score, "label": self.label,
-                "score": self.score, "candidates": [[n, s] for n, s in self.candidates]}
+        return {"box": list(self.box), "box_score": self.box.score, "whole_picture": self.whole_picture,
+                "label": self.label, "score": self.score, "reason": self.reason,
+                "candidates": [[n, s] for n, s in self.candidates]}
 
 
 @dataclass
 class EnrollReport:
-    """What enroll used and what it skipped, with reasons."""
+    """What enroll used, what it skipped (read, but not used) and what it could not read, with reasons."""
 
     name: str
     used: list[dict] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"{self.name}: {len(self.used)} face(s) enrolled, {len(self.skipped)} skipped"]
-        lines += [f"  skipped {src}: {why}" for src, why in self.skipped]
-        return "\n".join(lines)
+        """One line: the counts, skipped pictures summarised by reason (details() lists them)."""
+        line = f"{self.name}: {len(self.used)} face(s) enrolled"
+        reasons = Counter(why for _, why in self.skipped)
+        if reasons:
+            line += "; skipped " + ", ".join(f"{n} ({why})" for why, n in reasons.items())
+        if self.failed:
+            line += f"; {len(self.failed)} unreadable"
+        return line
+
+    def details(self) -> list[str]:
+        """One line per picture skipped or unreadable, with its reason."""
+        return [f"  skipped {src}: {why}" for src, why in self.skipped] + [f"  unreadable: {why}" for _, why in self.failed]
 
 
 def default_gallery_path() -> Path:
@@ -68,12 +96,16 @@ def default_gallery_path() -> Path:
 
 
 class Recognizer:
-    """A gallery of enrolled characters, and the pipeline that names faces against it."""
+    """A gallery of enrolled characters, and the pipeline that names faces against it.
+
+    check_backbone=False opens a gallery whatever backbone made it, for reading and
+    changing its list of characters (list, forget) without comparing any vectors.
+    """
 
     def __init__(self, path: os.PathLike | None = None, *, backbone=None, cascade=None,
                  projection="default", similarity_threshold: float | None = None,
                  probability_threshold: float | None = None, margin: float = DEFAULT_MARGIN,
-                 detector: Detector | None = None, progress: bool | None = None):
+                 detector: Detector | None = None, progress: bool | None = None, check_backbone: bool = True):
         self.path = Path(path) if path is not None else default_gallery_path()
         self.margin = margin
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -86,14 +118,14 @@ class Recognizer:
         if Gallery.exists(self.path):
             gallery, head_arrays, description = Gallery.load(self.path)
             made_with = (gallery.backbone_id, gallery.preprocessing)
-            if made_with != (self.embedder.backbone_id, self.embedder.description):
+            if check_backbone and made_with != (self.embedder.backbone_id, self.embedder.description):
                 raise BackboneMismatchError(
                     f"{self.path}: this gallery's vectors were made by another embedder (backbone "
                     f"{gallery.backbone_id!r}, {_describe(gallery.preprocessing)}) than the one in use (backbone "
                     f"{self.embedder.backbone_id!r}, {_describe(self.embedder.description)}). Open it with the "
-                    "backbone it was made with (--backbone or ANIMEFACE_BACKBONE), or enroll its characters "
-                    "again into a new gallery")
-            if self.embedder.dim != gallery.dim:
+                    "backbone it was made with (--backbone on the command line, backbone= in Python, or "
+                    "ANIMEFACE_BACKBONE), or enroll its characters again into a new gallery")
+            if check_backbone and self.embedder.dim != gallery.dim:
                 raise GalleryError(f"{self.path}: gallery.json: embedding_dim is {gallery.dim}, but this "
                                    f"embedder makes {self.embedder.dim}-dimensional vectors")
             self.gallery = gallery
@@ -149,13 +181,13 @@ class Recognizer:
         if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) or not hasattr(images, "__iter__"):
             images = [images]
         report = EnrollReport(name)
-        crops, entries, seen = [], [], set()
+        crops, vectors, entries, seen = [], [], [], set()
         for src in self._progress(_expand(images), "enroll " + name):
             label = describe(src)
             try:
                 data = read_file(src, label) if isinstance(src, (str, os.PathLike)) else src
             except ImageError as exc:
-                report.skipped.append((label, str(exc)))
+                report.failed.append((label, str(exc)))
                 continue
             digest = _sha256(data)
             if digest in seen or self.gallery.has(name, digest):
@@ -164,7 +196,7 @@ class Recognizer:
             try:
                 boxes, face_crops = self.face_crops(load_image(data, name=label), faces)
             except ImageError as exc:
-                report.skipped.append((label, str(exc)))
+                report.failed.append((label, str(exc)))
                 continue
             if not boxes:
                 report.skipped.append((label, "no face found (pass faces='whole' if it is already a face crop)"))
@@ -175,42 +207,58 @@ class Recognizer:
             entry = {"label": name, "source": label, "sha256": digest, "box": list(boxes[largest])}
             entries.append(entry)
             report.used.append({"source": label, "box": list(boxes[largest]), "faces_found": len(boxes)})
+            if len(crops) == self.embedder.batch_size:  # embed as we go, so the progress bar tracks the slow part
+                vectors.append(self.embedder.embed(np.stack(crops)))
+                crops = []
         if crops:
-            self.gallery.add(self.embedder.embed(np.stack(crops)), entries)
+            vectors.append(self.embedder.embed(np.stack(crops)))
+        if vectors:
+            self.gallery.add(np.concatenate(vectors), entries)
             self._refit()
         return report
 
-    def identify(self, image: ImageLike, faces: str = "detect") -> list[Face]:
+    def identify(self, image: ImageLike, faces: str = "auto") -> list[Face]:
         """The faces in one picture, each named or unknown (label None)."""
         _check_faces(faces)
         boxes, crops = self.face_crops(load_image(image), faces)
-        return self.name_faces(self.embedder.embed(np.stack(crops)) if crops else None, boxes)
+        return self.name_faces(self.vectors_for(crops), boxes)
 
-    def identify_batch(self, images, faces: str = "detect") -> list[list[Face]]:
+    def identify_batch(self, images, faces: str = "auto") -> list[list[Face]]:
         """identify() for many pictures, embedded in batches. An unreadable picture gives
         a warning naming it and an empty list, and the batch carries on."""
-        _check_faces(faces)
         images = list(images)
         results: list[list[Face]] = []
-        chunk = self.embedder.batch_size
-        bar = self._progress(None, "identify", total=len(images))
-        for start in range(0, len(images), chunk):
+        with self._progress(None, "identify", total=len(images)) as bar:
+            for _, found in self.identify_iter(images, faces, chunk=self.embedder.batch_size):
+                if isinstance(found, ImageError):
+                    warnings.warn(str(found), stacklevel=2)
+                    found = []
+                results.append(found)
+                bar.update()
+        return results
+
+    def identify_iter(self, images, faces: str = "auto", chunk: int = 1):
+        """Yield (image, faces) for each picture as soon as it is named, reading the
+        images lazily, `chunk` pictures per embedding call; an unreadable picture
+        yields its ImageError in place of the faces, and the rest carry on."""
+        _check_faces(faces)
+        images = iter(images)
+        while batch := [src for _, src in zip(range(chunk), images)]:
             found = []
-            for src in images[start:start + chunk]:
+            for src in batch:
                 try:
                     found.append(self.face_crops(load_image(src), faces))
                 except ImageError as exc:
-                    warnings.warn(str(exc), stacklevel=2)
-                    found.append(([], []))
-            all_crops = [c for _, crops in found for c in crops]
-            vectors = self.embedder.embed(np.stack(all_crops)) if all_crops else None
+                    found.append(exc)
+            vectors = self.vectors_for([c for f in found if not isinstance(f, ImageError) for c in f[1]])
             offset = 0
-            for boxes, _ in found:
-                results.append(self.name_faces(None if vectors is None else vectors[offset:offset + len(boxes)], boxes))
+            for src, f in zip(batch, found):
+                if isinstance(f, ImageError):
+                    yield src, f
+                    continue
+                boxes = f[0]
+                yield src, self.name_faces(None if vectors is None else vectors[offset:offset + len(boxes)], boxes)
                 offset += len(boxes)
-            bar.update(len(found))
-        bar.close()
-        return results
 
     def forget(self, name: str) -> int:
         """Remove a character; returns how many faces went. Unknown names raise KeyError."""
@@ -229,36 +277,47 @@ class Recognizer:
     # -- stages, for pipelines that run them apart (sort) ------------------------
 
     def face_crops(self, rgb: np.ndarray, faces: str) -> tuple[list[Box], list[np.ndarray]]:
-        """Boxes and embedder-sized crops for one decoded picture, per the faces= mode."""
+        """Boxes and embedder-sized crops for one decoded picture, per the faces= mode.
+
+        "auto" takes the whole picture as the face when no face is found in it, or
+        when it is a face crop: small and square, with only one detection, covering
+        a small part of it (an eye or a mouth found inside the face).
+        """
         size = self.embedder.input_size
         boxes = [] if faces == "whole" else self.detector.detect(rgb)
+        h, w = rgb.shape[:2]
+        if faces == "auto" and len(boxes) == 1 and _looks_like_a_crop(w, h) \
+                and max(boxes[0].w, boxes[0].h) < CROP_PART * min(w, h):
+            boxes = []
         if boxes:
             return boxes, [crop_face(rgb, b, size, self.margin) for b in boxes]
         if faces == "detect":
             return [], []
-        h, w = rgb.shape[:2]
-        return [Box(0, 0, w, h, 1.0)], [whole_image(rgb, size)]
+        return [WholePicture(0, 0, w, h, 1.0)], [whole_image(rgb, size)]
+
+    def vectors_for(self, crops: list[np.ndarray]) -> np.ndarray | None:
+        """The crops' vectors, or None when there is nothing to compare them with (no crops,
+        or an empty gallery), so naming against an empty gallery never loads the network."""
+        return self.embedder.embed(np.stack(crops)) if crops and len(self.gallery) else None
 
     def name_faces(self, vectors: np.ndarray | None, boxes: list[Box]) -> list[Face]:
         """Apply the decision rule to embedded faces."""
         if not boxes:
             return []
         if not len(self.gallery):
-            return [Face(b, None, 1.0, []) for b in boxes]
+            return [Face(b, None, 1.0, [], "the gallery is empty") for b in boxes]
         thresholds = self.thresholds
         out = list(zip(boxes, self.nearest_by_label(vectors)))
         if self.head is None:  # one character: similarity alone
             name = self.gallery.labels[0]
-            return [_decide(box, [(name, max(0.0, nearest.get(name, 0.0)))], nearest.get(name, -1.0) >= thresholds.similarity)
+            return [_decide(box, [(name, max(0.0, nearest.get(name, 0.0)))], 1.0, nearest.get(name, -1.0), thresholds)
                     for box, nearest in out]
         probs = self.head.predict_proba(vectors)
         faces = []
         for (box, nearest), p in zip(out, probs):
             order = np.argsort(-p)[:TOP_CANDIDATES]
             candidates = [(self.head.classes[i], float(p[i])) for i in order]
-            top, top_p = candidates[0]
-            accepted = top_p >= thresholds.probability and nearest.get(top, -1.0) >= thresholds.similarity
-            faces.append(_decide(box, candidates, accepted))
+            faces.append(_decide(box, candidates, candidates[0][1], nearest.get(candidates[0][0], -1.0), thresholds))
         return faces
 
     def nearest_by_label(self, vectors: np.ndarray) -> list[dict[str, float]]:
@@ -289,11 +348,22 @@ class Recognizer:
         return tqdm(items, desc=desc, total=total, unit="img", disable=not self.progress)
 
 
-def _decide(box: Box, candidates: list[tuple[str, float]], accepted: bool) -> Face:
+def _decide(box: Box, candidates: list[tuple[str, float]], probability: float, similarity: float,
+            thresholds: Thresholds) -> Face:
+    """The top candidate's name if its probability and its similarity both clear their thresholds;
+    else unknown, saying which threshold refused it."""
     top, top_score = candidates[0]
-    if accepted:
+    if probability < thresholds.probability:
+        reason = f"probability {probability:.3f} is below the threshold {thresholds.probability:.3f}"
+    elif similarity < thresholds.similarity:
+        reason = f"similarity {similarity:.3f} is below the threshold {thresholds.similarity:.3f}"
+    else:
         return Face(box, top, top_score, candidates)
-    return Face(box, None, 1.0 - top_score, candidates)
+    return Face(box, None, 1.0 - top_score, candidates, reason)
+
+
+def _looks_like_a_crop(w: int, h: int) -> bool:
+    return max(w, h) <= CROP_MAX_SIDE and max(w, h) <= CROP_MAX_ASPECT * min(w, h)
 
 
 def _describe(embedder: dict) -> str:
@@ -347,6 +417,6 @@ def enroll(name: str, images, faces: str = "auto") -> EnrollReport:
     return report
 
 
-def identify(image: ImageLike, faces: str = "detect") -> list[Face]:
+def identify(image: ImageLike, faces: str = "auto") -> list[Face]:
     """Name the faces in a picture against the default gallery."""
     return default_recognizer().identify(image, faces=faces)

@@ -54,7 +54,8 @@ def _csv(fh, records: list[dict]) -> None:
         out.writerow([
             r["src"], r["status"],
             ";".join(f["label"] or "unknown" for f in faces),
-            ";".join(f"{f['score']:.3f}" for f in faces),
+            ";".join(f"{f['score']:.3f}" if f["label"] or not f.get("best") else f"best guess {f['best'][0]} {f['best'][1]:.3f}"
+                     for f in faces),
             ";".join(" ".join(str(v) for v in f["box"]) for f in faces),
             ";".join(p["path"] for p in r["placed"]),
             "yes" if r["removed"] else "no",
@@ -135,4 +136,7 @@ def _card(state_dir: Path, r: dict, placed: dict) -> str:
 
 
 def _face_text(face: dict) -> str:
-    return f"{face['label'] or 'unknown'} {face['score']:.2f}"
+    """A known face's name and score; an unknown face's best guess with its probability, not one minus it."""
+    if face["label"] or not face.get("best"):
+        return f"{face['label'] or 'unknown'}" + (f" {face['score']:.2f}" if face["label"] else "")
+    return f"unknown (best guess {face['best'][0]} {face['best'][1]:.2f})"

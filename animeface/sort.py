@@ -72,6 +72,8 @@ class SortSummary:
     identical: int = 0
     removed: int = 0
     resumed: int = 0
+    #: When the interrupted run this one carried on had started ("" for a fresh run).
+    resumed_from: str = ""
     elapsed: float = 0.0
     dry_run: bool = False
     state_dir: Path | None = None
@@ -92,7 +94,8 @@ class SortSummary:
     def __str__(self) -> str:
         head = "dry run, nothing changed:" if self.dry_run else "sorted:"
         lines = [f"{head} {self.files} file(s) in {self.elapsed:.1f} s"
-                 + (f" ({self.resumed} done before the interruption)" if self.resumed else "")]
+                 + (f" (carried on the interrupted run started {self.resumed_from}: {self.resumed} "
+                    "done before the interruption)" if self.resumed_from else "")]
         lines += [f"  {name}/: {n}" for name, n in sorted(self.folders.items()) if name not in (UNKNOWN, NOFACE)]
         lines += [f"  {UNKNOWN}/ (unknown faces only): {self.folders[UNKNOWN]}",
                   f"  {NOFACE}/ (no face found): {self.folders[NOFACE]}",
@@ -414,7 +417,8 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
     finally:
         bar.close()
         journal.close()
-    summary = SortSummary.of(records, resumed=len(finished), elapsed=elapsed, dry_run=dry_run,
+    summary = SortSummary.of(records, resumed=len(finished), resumed_from=entries[0].get("at", "?") if entries else "",
+                             elapsed=elapsed, dry_run=dry_run,
                              state_dir=dst / STATE_DIR)
     if dry_run:
         return summary
@@ -461,7 +465,7 @@ def _resumable(dst: Path, src: Path, move: bool) -> list[dict]:
 def _name_and_place(recognizer, batch: list[Picture], placer: "_Placer") -> list[dict]:
     """Embed the batch's crops in one go, name each picture's faces, and place the pictures."""
     crops = [c for pic in batch for c in pic.crops]
-    vectors = recognizer.embedder.embed(np.stack(crops)) if crops else None
+    vectors = recognizer.vectors_for(crops)
     records, offset = [], 0
     for pic in batch:
         n = len(pic.boxes)
@@ -544,7 +548,7 @@ def _sha256_regular(path: Path) -> str:
 def _face_record(face) -> dict:
     best = face.candidates[0] if face.candidates else None
     return {"box": list(face.box), "label": face.label, "score": round(face.score, 4),
-            "best": [best[0], round(best[1], 4)] if best else None}
+            "best": [best[0], round(best[1], 4)] if best else None, "reason": face.reason}
 
 
 # -- undo ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Sort a folder of pictures into one folder per character: a minimal `animeface sort`.
 
-    python examples/sort_folder.py ../shared/data/illustrations sorted/
+    python examples/sort_folder.py ../shared/data/illustrations /tmp/sorted --gallery /tmp/try-gallery
 
 A picture goes into the folder of each known character in it, into _unknown/
 when all its faces are unknown and into _noface/ when it has none. Files that
@@ -29,10 +29,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", type=Path)
     parser.add_argument("dst", type=Path)
-    parser.add_argument("--gallery", help="gallery folder (default: ANIMEFACE_HOME)")
+    parser.add_argument("--gallery", required=True, help="gallery folder (made by enroll_from_folders.py)")
     args = parser.parse_args()
 
-    rec = animeface.Recognizer(args.gallery)
+    rec = animeface.Recognizer.open(args.gallery)
     for path in iter_image_files([args.src]):
         try:
             faces = rec.identify(path)

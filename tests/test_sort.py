@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import animeface
-from animeface.cli import main
+from animeface.cli import EXIT_SOME_FAILED, main
 from animeface.sort import SortError, sort_folder, undo
 
 from conftest import CASCADE, RANDOM_BACKBONE, ROOT, crops
@@ -122,7 +122,7 @@ def test_a_second_run_into_the_same_folder_overwrites_and_removes_nothing(messy,
 def test_move_loses_no_file_and_undo_puts_every_file_back(messy, tmp_path, gallery_copy, capsys, monkeypatch):
     monkeypatch.setenv("ANIMEFACE_BACKBONE", RANDOM_BACKBONE)
     before, dst = tree(messy), tmp_path / "sorted"
-    assert main(["sort", str(messy), str(dst), "--move", "--gallery", str(gallery_copy), "-q"]) == 0
+    assert main(["sort", str(messy), str(dst), "--move", "--gallery", str(gallery_copy), "-q"]) == EXIT_SOME_FAILED
     remaining, sorted_files = tree(messy), tree(dst)
     assert set(remaining) == {p for p in before if p.rsplit("/", 1)[-1] in UNREADABLE}, "only non-pictures stay"
     assert set(before.values()) == set(remaining.values()) | set(sorted_files.values()), "every file is somewhere"
@@ -168,6 +168,7 @@ def test_a_killed_run_resumes_without_redoing_files_and_can_be_undone(tmp_path, 
         for i, crop in enumerate(crops(name, 40, 4)):  # 16 faces: two embedding batches
             put(src / name[:2] / f"{i}.jpg", crop.read_bytes())
     before = tree(src)
+    animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE).save()  # an empty gallery: every face unknown
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ANIMEFACE_BACKBONE": RANDOM_BACKBONE, "ANIMEFACE_HOME": str(tmp_path / "g")}
     argv = [sys.executable, "-m", "animeface", "sort", str(src), str(dst), "--move", "--faces", "auto", "--jobs", "2", "-q"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
