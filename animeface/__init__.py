@@ -5,16 +5,38 @@
     for face in animeface.identify("scene.jpg"):
         print(face.box, face.label, face.score)
 
-TensorFlow loads on the first embedding, never at import.
+Importing the package loads nothing heavy: OpenCV, SciPy and the rest load with the first
+name that needs them, and the network with the first embedding. TensorFlow loads only
+once per network, to convert it.
 """
 
-from .detect import Box, Detector, detect_faces
+from importlib import import_module
+
 from .errors import AnimefaceError, BackboneMismatchError, CharacterNameError, GalleryError, ImageError, ModelError
-from .io import load_image
-from .recognizer import EnrollReport, Face, Recognizer, Thresholds, enroll, identify
+
+#: Public names defined in the stage modules, imported on first use.
+_LAZY = {
+    "Box": "detect", "Detector": "detect", "detect_faces": "detect",
+    "load_image": "io",
+    "EnrollReport": "recognizer", "Face": "recognizer", "Recognizer": "recognizer", "Thresholds": "recognizer",
+    "enroll": "recognizer", "identify": "recognizer",
+}
 
 __all__ = [
-    "AnimefaceError", "BackboneMismatchError", "Box", "CharacterNameError", "Detector", "EnrollReport", "Face", "GalleryError",
-    "ImageError", "ModelError", "Recognizer", "Thresholds", "detect_faces", "enroll", "identify", "load_image",
+    "AnimefaceError", "BackboneMismatchError", "Box", "CharacterNameError", "Detector", "EnrollReport", "Face",
+    "GalleryError", "ImageError", "ModelError", "Recognizer", "Thresholds", "detect_faces", "enroll", "identify",
+    "load_image",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'animeface' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models
+from . import files, models
 from .errors import ModelError
 from .quiet import native_stderr_silenced
 
@@ -199,7 +198,7 @@ def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, 
     import openvino as ov
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = files.temp_dir(folder)
     try:
         with native_stderr_silenced():
             model = ov.convert_model(net)

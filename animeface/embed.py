@@ -89,14 +89,14 @@ class Projection:
 
     def save(self, path: Path, card: dict) -> Path:
         """Write `path`.npz and its card `path`.json (atomically, npz first)."""
-        from .atomic import write_atomic
+        from .files import write_bytes
 
         path = Path(path)
         buffer = _npz_bytes(mean=self.mean.astype(np.float32), matrix=self.matrix.astype(np.float32),
                             recipe=np.array(json.dumps(self.recipe.to_dict())))
-        write_atomic(path.with_suffix(".npz"), buffer)
+        write_bytes(path.with_suffix(".npz"), buffer)
         card = {**card, "recipe": self.recipe.to_dict(), "sha256": hashlib.sha256(buffer).hexdigest()}
-        write_atomic(path.with_suffix(".json"), (json.dumps(card, indent=1, ensure_ascii=False) + "\n").encode())
+        write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=1, ensure_ascii=False) + "\n").encode())
         return path.with_suffix(".npz")
 
     @classmethod

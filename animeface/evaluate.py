@@ -196,7 +196,7 @@ def _name_pictures(rec: Recognizer, test: list[Picture], known: list[str], names
     with_faces = [p for p in test if p.boxes]
     vectors = np.concatenate([p.vectors for p in with_faces]) if with_faces else None
     all_faces = rec.name_faces(vectors, [b for p in with_faces for b in p.boxes])
-    nearest = rec.nearest_by_label(vectors) if with_faces else []
+    nearest = rec.similarity_by_label(vectors) if with_faces else []
     records, offset = [], 0
     for pic in test:
         truth = pic.character if pic.character in known else None

@@ -52,6 +52,7 @@ def write_file(target: Path, fill: Callable[[BinaryIO], None], *, replace: bool 
     fd, name = tempfile.mkstemp(prefix=_prefix(target.name), suffix=TMP_SUFFIX, dir=target.parent)
     tmp = Path(name)
     try:
+        os.chmod(fd, 0o666 & ~_umask())  # an ordinary new file's mode, not mkstemp's private 0600
         with os.fdopen(fd, "wb") as fh:
             fill(fh)
             fh.flush()
@@ -65,6 +66,18 @@ def write_file(target: Path, fill: Callable[[BinaryIO], None], *, replace: bool 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes(target: Path, data: bytes) -> None:
+    """Replace target with data, atomically: readers see the old file or the new one, never a part."""
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    write_file(Path(target), lambda fh: fh.write(data), replace=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _link(tmp: Path, target: Path) -> None:

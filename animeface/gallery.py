@@ -35,7 +35,7 @@ NAME_MAX_BYTES = 200
 MAX_DIM = 1 << 16
 MAX_TEXT = 4096
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-#: Exact search is fastest up to about this many vectors; above it, HNSW.
+#: Exact search is fastest up to about this many characters; above it, HNSW.
 EXACT_SEARCH_LIMIT = 100_000
 
 
@@ -73,7 +73,8 @@ def build_index(vectors: np.ndarray):
 
 
 class Gallery:
-    """Enrolled vectors with per-vector metadata: label, source file and source sha256."""
+    """Enrolled vectors with per-vector metadata: label, source file and source sha256, and a
+    FAISS index over each character's mean vector (what a face is compared with)."""
 
     def __init__(self, backbone_id: str, dim: int, preprocessing: dict):
         self.backbone_id = backbone_id
@@ -118,11 +119,20 @@ class Gallery:
         self._index = None
         return removed
 
+    def centroids(self) -> np.ndarray:
+        """Each character's mean vector, unit length, one row per name of `characters`."""
+        names = list(self.characters)
+        rows = np.array([names.index(label) for label in self.labels])
+        sums = np.zeros((len(names), self.dim), np.float64)
+        np.add.at(sums, rows, self.vectors)
+        return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine similarities and row numbers of the k nearest enrolled vectors per query."""
+        """Cosine similarities to the k nearest character means per query, and those characters'
+        positions in `characters`."""
         if self._index is None:
-            self._index = build_index(self.vectors)
-        k = min(k, len(self))
+            self._index = build_index(self.centroids())
+        k = min(k, len(self.characters))
         return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
     # -- files -----------------------------------------------------------------

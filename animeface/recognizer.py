@@ -307,7 +307,7 @@ class Recognizer:
         if not len(self.gallery):
             return [Face(b, None, 1.0, [], "the gallery is empty") for b in boxes]
         thresholds = self.thresholds
-        out = list(zip(boxes, self.nearest_by_label(vectors)))
+        out = list(zip(boxes, self.similarity_by_label(vectors)))
         if self.head is None:  # one character: similarity alone
             name = self.gallery.labels[0]
             return [_decide(box, [(name, max(0.0, nearest.get(name, 0.0)))], 1.0, nearest.get(name, -1.0), thresholds)
@@ -320,19 +320,13 @@ class Recognizer:
             faces.append(_decide(box, candidates, candidates[0][1], nearest.get(candidates[0][0], -1.0), thresholds))
         return faces
 
-    def nearest_by_label(self, vectors: np.ndarray) -> list[dict[str, float]]:
-        """Per face, each character's best cosine similarity among the NEIGHBOURS nearest
-        enrolled vectors (FAISS); characters not among them are absent."""
+    def similarity_by_label(self, vectors: np.ndarray) -> list[dict[str, float]]:
+        """Per face, the cosine similarity to the mean vector of each of the NEIGHBOURS most
+        similar characters (FAISS); characters not among them are absent."""
         sims, rows = self.gallery.search(vectors, NEIGHBOURS)
-        labels = self.gallery.labels
-        out = []
-        for sim_row, row_ids in zip(sims, rows):
-            nearest: dict[str, float] = {}
-            for s, r in zip(sim_row, row_ids):
-                if r >= 0:
-                    nearest.setdefault(labels[r], float(s))
-            out.append(nearest)
-        return out
+        names = list(self.gallery.characters)
+        return [{names[r]: float(s) for s, r in zip(sim_row, row_ids) if r >= 0}
+                for sim_row, row_ids in zip(sims, rows)]
 
     # -- internals ---------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import models
-from .atomic import write_atomic
+from .files import write_bytes
 from .crop import whole_image
 from .embed import Embedder, Projection, Recipe
 from .errors import AnimefaceError, ImageError
@@ -106,7 +106,7 @@ def training_features(embedder: Embedder, roots, seed: int, progress: bool):
     labels = np.array(labels)[kept]
     buffer = io.BytesIO()
     np.savez(buffer, labels=labels, failed=np.array(failed, dtype=str), **views)
-    write_atomic(cached, buffer.getvalue())
+    write_bytes(cached, buffer.getvalue())
     return views, labels, failed
 
 

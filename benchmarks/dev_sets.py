@@ -1,6 +1,8 @@
 """Recognition figures on the development sets, each set embedded once and scored at several shots.
 
-    PYTHONPATH=. python benchmarks/dev_sets.py [--backbone random-init:0] [--shots 5 10 20 30]
+    PYTHONPATH=. python benchmarks/dev_sets.py [--backbone PATH] [--shots 5 10 20 30]
+
+The backbone defaults to the real ImageNet weights in ../shared/data/models.
 
 The same code as `animeface evaluate ROOT --faces whole --seed 0` (evaluate.score_splits), so
 the figures match the command line; only the embedding is shared between rows. Also runs the
@@ -21,7 +23,7 @@ SETS = {"holoen20": 5, "moeimouto10": 2}  # set -> characters held out as strang
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="random-init:0")
+    parser.add_argument("--backbone", default=str(SHARED / "models" / "inception_v3_imagenet_to_mixed8.weights.h5"))
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20, 30])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

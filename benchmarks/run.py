@@ -2,13 +2,13 @@
 
     PYTHONPATH=. python benchmarks/run.py [--quick] [--markdown FILE]
 
-Sections: embedding throughput (vs plain Keras Inception-v3 and vs a ceiling from
-this machine's matmul speed), detection by picture size (vs the plain cascade),
-identify per illustration (vs its detect + embed floor), enrolling 10 pictures
-into galleries of 10 to 1,000 characters (vs embedding them alone), FAISS search
-(vs exact search) and `import animeface` (vs a bare interpreter). The backbone is
-random-init:0: same architecture and cost as the ImageNet one, which cannot be
-downloaded here. --quick runs a small version in under two minutes.
+Sections: embedding throughput (OpenVINO vs the same network in TensorFlow, a plain
+Keras call and the previous whole-Inception embedder, and a ceiling from this machine's
+matmul speed), start-up of `animeface identify` (vs importing TensorFlow), detection by
+picture size (vs the plain cascade), identify per illustration (vs its detect + embed
+floor), enrolling 10 pictures into galleries of 10 to 1,000 characters (vs embedding them
+alone), FAISS search (vs exact search) and `import animeface` (vs `import numpy`). The
+backbone is the real ImageNet weights in ../shared/data/models. --quick runs a small version.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CASCADE = SHARED / "cascades" / "lbpcascade_animeface.xml"
-BACKBONE = "random-init:0"
-#: Inception-v3 multiply-accumulates per 299 px image (Szegedy et al. 2016, ~5.7 G).
-INCEPTION_MACS = 5.7e9
+#: The real ImageNet weights, through the same loading path as a user's downloaded file.
+BACKBONE = str(SHARED / "models" / "inception_v3_imagenet_to_mixed8.weights.h5")
 
 
 def median_seconds(fn, runs: int) -> float:
@@ -73,30 +72,82 @@ def matmul_gflops(runs: int) -> float:
     return best
 
 
+def conv_macs(model) -> float:
+    """Multiply-accumulates per image of a Keras model's convolutions (the bulk of Inception-v3)."""
+    total = 0
+    for layer in model.layers:
+        if layer.__class__.__name__ == "Conv2D":
+            _, h, w, c_out = layer.output.shape
+            kh, kw, c_in, _ = layer.kernel.shape
+            total += h * w * kh * kw * c_in * c_out
+    return float(total)
+
+
 def bench_embedding(quick: bool) -> Iterator[str]:
+    """The embedder's network run by OpenVINO (what animeface runs) beside the same network as a
+    TensorFlow tf.function, a plain Keras call of it, and the previous embedder (the whole
+    Inception-v3 to mixed10 as a tf.function), on the same crops in one run."""
     import keras
     import tensorflow as tf
 
+    from animeface.backbone import _keras_network, parse_spec
     from animeface.embed import Embedder
 
-    runs = 2 if quick else 7
+    runs = 3 if quick else 7
     gflops = matmul_gflops(runs)
-    ceiling = gflops * 1e9 / (2 * INCEPTION_MACS)
     embedder = Embedder(BACKBONE)
-    net = keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg", input_shape=(299, 299, 3))
+    network = embedder.network
+    pooled_tf, _ = _keras_network(parse_spec(BACKBONE), network.layers, network.pooling, network.size)
+    base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(299, 299, 3))
+    trunk = keras.Model(base.input, base.get_layer(network.deepest).output)
+    macs = conv_macs(trunk)
+    whole = keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg", input_shape=(299, 299, 3))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 299, 299, 3], tf.uint8)])
+    def previous(batch):
+        return whole(tf.cast(batch, tf.float32) / 127.5 - 1.0, training=False)
+
+    ceiling = gflops * 1e9 / (2 * macs)
     crops = face_crops(32)
-    yield from [f"numpy float32 matmul: {gflops:.1f} GFLOP/s -> ceiling {ceiling:.1f} images/s "
-                f"at {INCEPTION_MACS / 1e9:.1f} GMAC per image", "",
-                "| batch | animeface Embedder img/s | plain Keras img/s | ratio | share of ceiling |",
-                "|---|---|---|---|---|"]
+    yield from [f"numpy float32 matmul: {gflops:.1f} GFLOP/s; Inception-v3 to {network.deepest}: "
+                f"{macs / 1e9:.2f} GMAC per 299 px image -> ceiling {ceiling:.1f} images/s", "",
+                "| batch | OpenVINO network img/s | whole Embedder.embed img/s | same network, TF tf.function img/s "
+                "| same network, plain Keras call img/s | previous embedder (to mixed10, TF) img/s "
+                "| OpenVINO / TF | share of float32 ceiling |",
+                "|---|---|---|---|---|---|---|---|"]
     for batch in (1, 8, 32):
         x = crops[:batch]
         plain = tf.constant(x.astype(np.float32) / 127.5 - 1.0)
-        embedder.embed(x)
-        net(plain, training=False)
-        ours = batch / median_seconds(lambda: embedder.embed(x), runs)
-        ref = batch / median_seconds(lambda: net(plain, training=False), runs)
-        yield f"| {batch} | {ours:.1f} | {ref:.1f} | {ours / ref:.2f} | {ours / ceiling:.0%} |"
+        for warm in (lambda: network(x), lambda: embedder.embed(x), lambda: pooled_tf(x),
+                     lambda: trunk(plain, training=False), lambda: previous(x)):
+            warm()
+        ov = batch / median_seconds(lambda: network(x), runs)
+        full = batch / median_seconds(lambda: embedder.embed(x), runs)
+        tff = batch / median_seconds(lambda: pooled_tf(x), runs)
+        keras_call = batch / median_seconds(lambda: trunk(plain, training=False), runs)
+        old = batch / median_seconds(lambda: previous(x), runs)
+        yield (f"| {batch} | {ov:.1f} | {full:.1f} | {tff:.1f} | {keras_call:.1f} | {old:.1f} | {ov / tff:.2f} "
+               f"| {ov / ceiling:.0%} |")
+
+
+def bench_startup(quick: bool, tmp: Path) -> Iterator[str]:
+    """`animeface identify` on one face crop in a fresh process, the network cache warm, beside
+    `python -c "import tensorflow"`, alternated in one run."""
+    rec = small_recognizer(tmp / "startup")
+    rec.save()
+    crop = sorted((SHARED / "faces" / "holoen20" / "gura").iterdir())[50]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ANIMEFACE_BACKBONE": BACKBONE}
+    identify = [sys.executable, "-m", "animeface.cli", "identify", str(crop), "--gallery", str(rec.path), "-q"]
+    subprocess.run(identify, env=env, check=True, capture_output=True)
+    ours, tf_import = [], []
+    for _ in range(2 if quick else 5):
+        ours.append(median_seconds(lambda: subprocess.run(identify, env=env, check=True, capture_output=True), 1))
+        tf_import.append(median_seconds(lambda: subprocess.run([sys.executable, "-c", "import tensorflow"], env=env,
+                                                               check=True, capture_output=True), 1))
+    a, b = statistics.median(ours), statistics.median(tf_import)
+    yield from ["| command | wall s (median) |", "|---|---|",
+                f"| animeface identify CROP (warm cache) | {a:.2f} |", f"| python -c 'import tensorflow' | {b:.2f} |",
+                "", f"ratio: {a / b:.2f}"]
 
 
 def bench_detection(quick: bool) -> Iterator[str]:
@@ -198,7 +249,7 @@ def bench_faiss(quick: bool) -> Iterator[str]:
     import faiss
 
     rng = np.random.default_rng(0)
-    sizes = [(1_000, 2120), (10_000, 2120)] if quick else [(10_000, 2120), (100_000, 2120), (1_000_000, 64)]
+    sizes = [(1_000, 384), (10_000, 384)] if quick else [(10_000, 384), (100_000, 384), (1_000_000, 64)]
     n_queries = 50 if quick else 200
     yield "| vectors | dim | index | build s | ms per query (median, 1 at a time) | recall@1 vs exact |"
     yield "|---|---|---|---|---|---|"
@@ -265,10 +316,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few runs: under two minutes")
     parser.add_argument("--markdown", metavar="FILE", help="also write the results as Markdown here")
-    parser.add_argument("--only", nargs="+", choices=["import", "embed", "detect", "identify", "enroll", "faiss"],
+    parser.add_argument("--only", nargs="+", choices=["import", "embed", "startup", "detect", "identify", "enroll", "faiss"],
                         help="run only these sections")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
+    warnings.simplefilter("ignore")
     import tempfile
 
     header = [f"Machine: {cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start, "
@@ -278,6 +329,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sections = {"import": ("`import animeface`", lambda: bench_import(args.quick)),
                     "embed": ("Embedding throughput", lambda: bench_embedding(args.quick)),
+                    "startup": ("Start-up of `animeface identify`", lambda: bench_startup(args.quick, Path(tmp))),
                     "detect": ("Detection per picture", lambda: bench_detection(args.quick)),
                     "identify": ("identify per illustration", lambda: bench_identify(args.quick, Path(tmp))),
                     "enroll": ("Enroll 10 pictures", lambda: bench_enroll(args.quick, Path(tmp))),

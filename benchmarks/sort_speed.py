@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CASCADE = SHARED / "cascades" / "lbpcascade_animeface.xml"
-BACKBONE = "random-init:0"
+BACKBONE = str(SHARED / "models" / "inception_v3_imagenet_to_mixed8.weights.h5")
 CHARACTERS = ("gura", "calli", "kiara", "fauna")
 
 

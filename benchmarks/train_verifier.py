@@ -1,4 +1,4 @@
-"""Train the face verifier (animeface/face_verifier.npz) from ../shared/data faces.
+"""Train the face verifier (cascades/face_verifier.npz) from ../shared/data faces.
 
 Positives: the 64 px detector-style crops (faces/unlabeled64) and the holoen20
 face crops, each with small shifts, zooms and mirror images, since cascade
@@ -99,7 +99,8 @@ def main() -> None:
         coef=model.coef_[0].astype(np.float32),
         intercept=np.float32(model.intercept_[0]),
     )
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes); update the sha256 and figures in its card, "
+          f"{args.out.with_suffix('.json').name}")
 
 
 if __name__ == "__main__":
