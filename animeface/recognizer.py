@@ -1,7 +1,7 @@
 """Name faces: detect -> crop -> embed -> gallery + softmax head -> a name, or unknown.
 
 The rule: a face gets the head's top name only when both the softmax probability
-of that name and the cosine similarity to that character's nearest enrolled
+of that name and the cosine similarity to that character's mean enrolled
 vector clear their thresholds (see thresholds.py for how they are calibrated).
 """
 

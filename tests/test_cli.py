@@ -190,7 +190,8 @@ def test_list_and_forget_open_a_gallery_under_any_backbone_setting(capsys, galle
 
 def test_a_backbone_mismatch_names_the_command_line_option(capsys, gallery_copy):
     code, out, err = run(capsys, "identify", EYE_ONLY, "--gallery", gallery_copy, "--backbone", "random-init:3")
-    assert code == EXIT_ERROR and err.startswith("animeface: error:") and "--backbone" in err and "random-init:0" in err
+    errors = [line for line in err.splitlines() if line.startswith("animeface: error:")]
+    assert code == EXIT_ERROR and len(errors) == 1 and "--backbone" in errors[0] and "random-init:0" in errors[0]
 
 
 # -- 8. unknown faces ------------------------------------------------------------------------
