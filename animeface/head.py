@@ -12,10 +12,6 @@ small ones (faces/holoen20, 20 shots: 66% against 26% top-1).
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
-from scipy.linalg import cho_factor, cho_solve, solve_triangular
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
 
 #: Ridge penalty, relative to the mean squared distance of a vector from the
 #: gallery mean (so it does not depend on the embedder's scale). Chosen on real
@@ -61,23 +57,23 @@ class SoftmaxHead:
         mean_x = X.mean(axis=0)
         A = X - mean_x
         mean_y = np.bincount(y, minlength=k) / n
-        onehot = sparse.csr_matrix((np.ones(n, np.float32), (y, np.arange(n))), shape=(k, n))
         lam = self.penalty * max(float(np.einsum("ij,ij->", A, A)) / n, 1e-12)
         if n <= dim:  # dual form: an n x n system
-            factor = cho_factor(np.asarray(A @ A.T, np.float64) + lam * np.eye(n))
-            Y = onehot.T.toarray() - mean_y  # centred one-hot targets
-            alpha = cho_solve(factor, Y)
+            Y = np.eye(k)[y] - mean_y  # centred one-hot targets
+            inverse = np.linalg.inv(np.asarray(A @ A.T, np.float64) + lam * np.eye(n))
+            alpha = inverse @ Y
             W = A.T @ alpha
             # leave-one-out residual e / (1 - H_ii), with the intercept's 1/n in the hat matrix
             # (fitted on centred data, every row's own share of the mean is part of its fit)
-            inverse_diag = np.diag(cho_solve(factor, np.eye(n)))
-            loo = Y[rows] - lam * alpha[rows] / (lam * inverse_diag[rows, None] - 1.0 / n)
-        else:  # primal form: a dim x dim system; A.T @ Y is the per-class sums of A
-            factor = cho_factor(np.asarray(A.T @ A, np.float64) + lam * np.eye(dim), lower=True)
-            W = cho_solve(factor, np.asarray(onehot @ A, np.float64).T)
+            loo = Y[rows] - lam * alpha[rows] / (lam * np.diag(inverse)[rows, None] - 1.0 / n)
+        else:  # primal form: a dim x dim system
+            lower = np.linalg.cholesky(np.asarray(A.T @ A, np.float64) + lam * np.eye(dim))
+            class_sums = np.zeros((k, dim))
+            np.add.at(class_sums, y, A)
+            W = np.linalg.solve(lower.T, np.linalg.solve(lower, class_sums.T))
             sample = A[rows]
-            leverage = (solve_triangular(factor[0], sample.T.astype(np.float64), lower=True) ** 2).sum(axis=0) + 1.0 / n
-            Y = onehot[:, rows].T.toarray() - mean_y
+            leverage = (np.linalg.solve(lower, sample.T.astype(np.float64)) ** 2).sum(axis=0) + 1.0 / n
+            Y = np.eye(k)[y[rows]] - mean_y
             loo = (sample @ W.astype(np.float32) - leverage[:, None] * Y) / (1.0 - leverage)[:, None]
         loo += mean_y
         loo = loo.astype(np.float32)
@@ -106,6 +102,34 @@ class SoftmaxHead:
         return head
 
 
+def softmax(scores: np.ndarray, axis: int = 1) -> np.ndarray:
+    shifted = np.exp(scores - scores.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(scores: np.ndarray, axis: int = 1) -> np.ndarray:
+    shifted = scores - scores.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _golden_minimum(f, low: float, high: float, steps: int = 60) -> float:
+    """The minimum of a unimodal f on [low, high], by golden-section search."""
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = low, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(steps):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(d)
+    return (a + b) / 2.0
+
+
 def _temperature(scores: np.ndarray, y: np.ndarray) -> float:
     """The logit scale minimising the held-out log loss of softmax(scale * scores) against
     lightly smoothed labels: with hard ones, a gallery whose held-out faces are all named
@@ -116,4 +140,4 @@ def _temperature(scores: np.ndarray, y: np.ndarray) -> float:
     def loss(log_t):
         return -(target * log_softmax(np.exp(log_t) * scores, axis=1)).sum(axis=1).mean()
 
-    return float(np.exp(minimize_scalar(loss, bounds=(-3.0, 6.0), method="bounded").x))
+    return float(np.exp(_golden_minimum(loss, -3.0, 6.0)))

@@ -136,7 +136,7 @@ def bench_startup(quick: bool, tmp: Path) -> Iterator[str]:
     rec = small_recognizer(tmp / "startup")
     rec.save()
     crop = sorted((SHARED / "faces" / "holoen20" / "gura").iterdir())[50]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ANIMEFACE_BACKBONE": BACKBONE}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ANIMEFACE_BACKBONE": BACKBONE, "ANIMEFACE_CASCADE": str(CASCADE)}
     identify = [sys.executable, "-m", "animeface.cli", "identify", str(crop), "--gallery", str(rec.path), "-q"]
     subprocess.run(identify, env=env, check=True, capture_output=True)
     ours, tf_import = [], []
