@@ -10,7 +10,7 @@ name that needs them, and the network with the first embedding. TensorFlow loads
 once per network, to convert it.
 """
 
-from importlib import import_module
+from importlib import import_module as _import_module
 
 from .errors import AnimefaceError, BackboneMismatchError, CharacterNameError, GalleryError, ImageError, ModelError
 
@@ -32,7 +32,7 @@ __version__ = "0.2.0"
 
 def __getattr__(name: str):
     if name in _LAZY:
-        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(_import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'animeface' has no attribute {name!r}")

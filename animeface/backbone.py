@@ -188,7 +188,7 @@ def _read_card(folder: Path) -> dict:
 def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, folder: Path) -> None:
     """Build the network in TensorFlow from the weights, convert it to OpenVINO, cache it atomically."""
     print("animeface: preparing the embedder, once (building Inception-v3 and converting it; "
-          "about a minute)", file=sys.stderr, flush=True)
+          "under a minute)", file=sys.stderr, flush=True)
     with native_stderr_silenced():  # TensorFlow's start-up notes are noise to a user
         net, digest = _keras_network(weights, layers, pooling, size)
     pinned = models.known_weights().get(weights.sha256, {}).get(max(layers, key=LAYERS.index))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,6 +18,8 @@ from . import __version__, quiet
 from .errors import AnimefaceError, GalleryError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_NOTHING_DONE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+#: What a shell reports for a program stopped by a closed pipe (128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
 EXIT_STATUS = """exit status:
   0    every input was processed
   1    an error stopped the command (no gallery, a model, the disk), said on stderr
@@ -25,8 +28,10 @@ EXIT_STATUS = """exit status:
   4    no input was processed (none found, or every one failed)
   130  interrupted"""
 BACKBONE_HELP = ("embedder backbone: 'imagenet' (the default; downloaded once), a path to Inception-v3 Keras .h5 "
-                 "weights, 'tfhub', a TF-Hub handle or SavedModel folder, or 'random-init[:SEED]' (random weights, "
-                 "for tests only). Default: ANIMEFACE_BACKBONE, else 'imagenet'")
+                 "weights (the official notop file, or a .weights.h5 of the layers up to mixed8), or "
+                 "'random-init[:SEED]' (random weights, for tests only). Default: ANIMEFACE_BACKBONE, else 'imagenet'")
+PROJECTION_HELP = ("the embedder's trained projection: a NAME.npz made by 'animeface train' (its card NAME.json beside "
+                   "it); default: the one shipped with animeface")
 FACES_HELP = ("how pictures become faces: detect (detected faces only), whole (each picture is a face crop), or "
               "auto (detect; a picture with no face found, or a small square picture whose only detection is a "
               "small part of it, is taken whole as a face crop, and the output says so)")
@@ -47,6 +52,12 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         return args.run(args)
+    except UsageError as exc:
+        print(f"animeface {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (AnimefaceError, OSError) as exc:  # OSError: the disk said no (full, read-only, permission)
         print(f"animeface: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -55,12 +66,21 @@ def main(argv=None) -> int:
         return EXIT_INTERRUPTED
 
 
+class UsageError(Exception):
+    """The command line is wrong: 'COMMAND: what to give instead'; exits with EXIT_USAGE."""
+
+
 def _plain_warnings() -> None:
     """Our own warnings as one 'animeface: warning: ...' line each, with no source line; other
     libraries' warnings (TensorFlow, Keras) say nothing a user can act on and are not shown."""
     warnings.simplefilter("ignore")
     warnings.filterwarnings("default", module=r"animeface(\.|$)")
     warnings.showwarning = lambda message, *_: _say(f"warning: {str(message).removeprefix('animeface: ')}")
+
+
+def _progress(args) -> bool:
+    """Progress bars only on a terminal: redirected to a file they are noise."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def _say(line: str) -> None:
@@ -146,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="adapt the embedder to your own characters",
                        description="Train the embedder's projection on face crops, one subfolder per character "
                                    "under each ROOT, and save it (with its card) in --out. Use it with "
-                                   "Recognizer(projection=PATH). The card records leave-characters-out figures "
+                                   "--projection PATH (or Recognizer(projection=PATH)). The card records leave-characters-out figures "
                                    "for the untrained and trained embedder.",
                        epilog="example: animeface train faces/ --out my-embedder/ --name mine")
     p.set_defaults(run=cmd_train)
@@ -173,6 +193,7 @@ def _command(sub, name, help_text, run, examples: str, network: bool = True):
 
 def _network_options(p) -> None:
     p.add_argument("--backbone", help=BACKBONE_HELP)
+    p.add_argument("--projection", metavar="NPZ", default="default", help=PROJECTION_HELP)
     p.add_argument("--cascade", help="face cascade XML (default: ANIMEFACE_CASCADE or the downloaded one)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no loading message")
 
@@ -193,7 +214,8 @@ def open_recognizer(args, create: bool = False):
                            "or enroll characters into it first with 'animeface enroll'")
     if not hasattr(args, "backbone"):  # list, forget: they never embed, so any backbone setting opens any gallery
         return Recognizer(path, backbone="imagenet", check_backbone=False, progress=False)
-    return Recognizer(path, backbone=args.backbone, cascade=args.cascade, progress=not args.quiet)
+    return Recognizer(path, backbone=args.backbone, projection=args.projection, cascade=args.cascade,
+                      progress=_progress(args))
 
 
 def load_embedder(rec, args) -> None:
@@ -260,10 +282,10 @@ def cmd_enroll(args) -> int:
     failed = 0
     if args.folders:
         if args.name or args.paths:
-            raise SystemExit("animeface enroll: give either NAME PATH... or --folders ROOT, not both")
+            raise UsageError("enroll: give either NAME PATH... or --folders ROOT, not both")
         root = Path(args.folders)
         if not root.is_dir():
-            raise SystemExit(f"animeface enroll: {root} is not a folder")
+            raise AnimefaceError(f"enroll --folders: {root} is not a folder")
         jobs = []
         for d in sorted(root.iterdir()):
             if d.is_dir() and not d.name.startswith((".", "_")):
@@ -273,10 +295,10 @@ def cmd_enroll(args) -> int:
                     _failed(f"{d}: {exc}")
                     failed += 1
         if not jobs and not failed:
-            raise SystemExit(f"animeface enroll: {root} has no character subfolders")
+            raise AnimefaceError(f"enroll --folders: {root} has no character subfolders")
     else:
         if not args.name or not args.paths:
-            raise SystemExit("animeface enroll: give NAME and at least one PATH (or --folders ROOT)")
+            raise UsageError("enroll: give NAME and at least one PATH (or --folders ROOT)")
         jobs = [(validate_name(args.name), args.paths)]
     rec = open_recognizer(args, create=True)
     if jobs:
@@ -378,21 +400,21 @@ def cmd_sort(args) -> int:
 
     if args.undo:
         if args.src or args.dst:
-            raise SystemExit("animeface sort: --undo DST takes no other folders")
+            raise UsageError("sort: --undo DST takes no other folders")
         summary = undo(args.undo, log=None if args.quiet else print)
         print(summary)
         return EXIT_SOME_FAILED if summary.kept else EXIT_OK
     if not (args.src and args.dst):
-        raise SystemExit("animeface sort: give SRC and DST (or --undo DST)")
+        raise UsageError("sort: give SRC and DST (or --undo DST)")
     if args.jobs is not None and args.jobs < 1:
-        raise SystemExit("animeface sort: --jobs must be at least 1")
+        raise UsageError("sort: --jobs must be at least 1")
     rec = open_recognizer(args)
     _warn_if_empty(rec)
     if rec.characters:
         load_embedder(rec, args)
     try:
         summary = sort_folder(rec, args.src, args.dst, move=args.move, dry_run=args.dry_run, faces=args.faces,
-                              jobs=args.jobs, progress=not args.quiet, log=tqdm.write if args.dry_run else None)
+                              jobs=args.jobs, progress=_progress(args), log=tqdm.write if args.dry_run else None)
     except KeyboardInterrupt:
         _say("interrupted; run the same command again to carry on, "
              f"or 'animeface sort --undo {args.dst}' to reverse it")
@@ -429,16 +451,17 @@ def cmd_train(args) -> int:
 
     out = Path(args.out)
     if (out / f"{args.name}.npz").exists() or (out / f"{args.name}.json").exists():
-        raise SystemExit(f"animeface train: {out / args.name}.npz or .json already exists; "
+        raise AnimefaceError(f"train: {out / args.name}.npz or .json already exists; "
                          "choose another --name or --out")
     words = ["animeface", "train", *args.roots, "--out", args.out, "--name", args.name, "--seed", str(args.seed)]
     command = " ".join(shlex.quote(w) for w in words + (["--backbone", args.backbone] if args.backbone else []))
     path = train(args.roots, out, name=args.name, backbone=args.backbone, seed=args.seed,
-                 progress=not args.quiet, command=command)
+                 progress=_progress(args), command=command)
     card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     print(f"wrote {path} and its card {path.with_suffix('.json')}")
     for space, by_shots in card["left_out_characters_top1"].items():
-        print(f"  left-out characters, top-1, {space}: " + ", ".join(f"{k} {v:.1%}" for k, v in by_shots.items()))
+        print(f"  left-out characters, top-1, {space}: " + ", ".join(
+            f"{k} {v:.1%}" if v is not None else f"{k} not measured (too few pictures)" for k, v in by_shots.items()))
     return 0
 
 
@@ -449,14 +472,14 @@ def cmd_evaluate(args) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise SystemExit("animeface evaluate: --plots needs matplotlib (pip install matplotlib); "
+            raise AnimefaceError("evaluate: --plots needs matplotlib (pip install matplotlib); "
                              "nothing was run") from None
     try:
         with quiet.native_stderr_silenced():
             result = evaluate(args.root, shots=args.shots, unknown=args.unknown, repeats=args.repeats, seed=args.seed,
-                              faces=args.faces, backbone=args.backbone, cascade=args.cascade, progress=not args.quiet)
+                              faces=args.faces, backbone=args.backbone, cascade=args.cascade, progress=_progress(args))
     except ValueError as exc:
-        raise SystemExit(f"animeface evaluate: {exc}") from None
+        raise UsageError(f"evaluate: {exc}") from None
     if args.plots:
         from .plots import write_plots
 

@@ -123,8 +123,9 @@ class Recognizer:
                     f"{self.path}: this gallery's vectors were made by another embedder (backbone "
                     f"{gallery.backbone_id!r}, {_describe(gallery.preprocessing)}) than the one in use (backbone "
                     f"{self.embedder.backbone_id!r}, {_describe(self.embedder.description)}). Open it with the "
-                    "backbone it was made with (--backbone on the command line, backbone= in Python, or "
-                    "ANIMEFACE_BACKBONE), or enroll its characters again into a new gallery")
+                    "backbone and projection it was made with (--backbone and --projection on the command line, "
+                    "backbone= and projection= in Python, or ANIMEFACE_BACKBONE), or enroll its characters again "
+                    "into a new gallery")
             if check_backbone and self.embedder.dim != gallery.dim:
                 raise GalleryError(f"{self.path}: gallery.json: embedding_dim is {gallery.dim}, but this "
                                    f"embedder makes {self.embedder.dim}-dimensional vectors")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -99,19 +100,22 @@ def _best_pair(right: np.ndarray, wrong: np.ndarray, stranger: np.ndarray) -> Th
     that maximises right-named minus wrong-named minus STRANGER_COST times accepted
     strangers. Both scores count: the softmax tells enrolled characters apart, the
     similarity to a character's mean tells a face of it from one of a stranger.
+    A small gallery's lowest similarities are a few extreme values, so the similarity's
+    quantiles come from a normal fit (mean and spread), not from its smallest values.
     """
     if not len(right):
         return Thresholds(FALLBACK_SIMILARITY, 0.0, "fallback")
-    steps = np.linspace(0.0, MAX_RIGHT_REJECTED, GRID_STEPS)
-    probabilities = np.unique(np.concatenate([[0.0], np.quantile(right[:, 0], steps)]))
-    similarities = np.unique(np.concatenate([[-1.0], np.quantile(right[:, 1], steps)]))
+    shares = np.linspace(0.0, MAX_RIGHT_REJECTED, GRID_STEPS)
+    probabilities = np.concatenate([[0.0], np.quantile(right[:, 0], shares[1:])])
+    mean, spread = float(right[:, 1].mean()), float(right[:, 1].std())
+    similarities = np.array([-1.0] + [mean + spread * NormalDist().inv_cdf(q) for q in shares[1:]])
 
     def accepted(rows):  # (probabilities, similarities): how many rows clear both
         return ((rows[:, 0][:, None, None] >= probabilities[None, :, None])
                 & (rows[:, 1][:, None, None] >= similarities[None, None, :])).sum(axis=0)
 
-    kept = accepted(right)
-    gain = kept - accepted(wrong) - STRANGER_COST * accepted(stranger)
-    gain = np.where(len(right) - kept <= MAX_RIGHT_REJECTED * len(right), gain, -np.inf)
+    gain = accepted(right) - accepted(wrong) - STRANGER_COST * accepted(stranger)
+    refused = np.mean(right[:, 0][:, None] < probabilities[None, :], axis=0)[:, None] + shares[None, :]
+    gain = np.where(refused <= MAX_RIGHT_REJECTED + 1e-9, gain, -np.inf)
     p, s = np.unravel_index(np.argmax(gain), gain.shape)
     return Thresholds(similarity=float(similarities[s]), probability=float(probabilities[p]), source="calibrated")

@@ -163,6 +163,8 @@ def leave_characters_out(views: dict, labels: np.ndarray, seed: int, shots=SHOTS
                   "trained": Projection(mean, matrix, Recipe())(views["original"])}
         rng = np.random.default_rng([seed, fold])
         for k in shots:
+            if min(np.count_nonzero(labels == c) for c in left_out) <= k:
+                continue  # a character with no picture left to name: not measurable at k shots
             enrolled, tested = [], []
             for character in left_out:
                 rows = rng.permutation(np.flatnonzero(labels == character))
@@ -172,7 +174,7 @@ def leave_characters_out(views: dict, labels: np.ndarray, seed: int, shots=SHOTS
                 head = SoftmaxHead().fit(vectors[enrolled], list(labels[enrolled]))
                 guess = np.array(head.classes)[head.predict_proba(vectors[tested]).argmax(axis=1)]
                 scores[space][k].append(float(np.mean(guess == labels[tested])))
-    return {space: {f"{k} shots": round(float(np.mean(v)), 4) for k, v in by_shots.items()}
+    return {space: {f"{k} shots": round(float(np.mean(v)), 4) if v else None for k, v in by_shots.items()}
             for space, by_shots in scores.items()}
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from animeface import Recognizer
 from animeface.recognizer import WholePicture
-from animeface.cli import EXIT_ERROR, EXIT_NOTHING_DONE, EXIT_OK, EXIT_SOME_FAILED, main
+from animeface.cli import EXIT_ERROR, EXIT_NOTHING_DONE, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 
 from conftest import CASCADE, CHARACTERS, RANDOM_BACKBONE, ROOT, crops
 
@@ -132,6 +132,7 @@ def test_identify_streams_each_result_and_stderr_holds_only_our_lines(tmp_path, 
     assert proc.returncode == EXIT_OK, err
     assert [r["path"] for r in records][-1] == str(late) and records[-1]["error"] is None
     assert err.count("animeface: loading the embedder") == 1
+    assert "preparing the embedder, once" in err, "a fresh cache: TensorFlow converted the network in this run"
     assert all(line.startswith("animeface: ") for line in err.splitlines()), err
     assert not NOISE.search(err), err
 
@@ -311,9 +312,26 @@ def test_dry_run_lines_stand_alone_and_a_resumed_run_says_so(capsys, tmp_path, g
 
 def test_evaluate_plots_without_matplotlib_fails_before_evaluating(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(SystemExit, match="needs matplotlib") as exit_:
-        main(["evaluate", str(tmp_path), "--plots", str(tmp_path / "plots")])
-    assert "nothing was run" in str(exit_.value) and capsys.readouterr().out == ""
+    code = main(["evaluate", str(tmp_path), "--plots", str(tmp_path / "plots")])
+    out, err = capsys.readouterr()
+    assert code == EXIT_ERROR and "needs matplotlib" in err and "nothing was run" in err and out == ""
+
+
+def test_a_command_line_missing_its_folders_is_a_usage_error(capsys, tmp_path):
+    code, out, err = run(capsys, "sort", tmp_path)
+    assert code == EXIT_USAGE and "give SRC and DST" in err and out == ""
+
+
+def test_output_cut_short_by_a_closed_pipe_ends_quietly(tmp_path, random_backbone):
+    """`animeface identify ... | head -1` stops without an error message."""
+    script = (f"animeface identify {' '.join(str(p) for p in crops('gura', 0, 12))} --gallery {tmp_path / 'g'} "
+              "--faces whole -q | head -1")
+    subprocess.run([sys.executable, "-m", "animeface.cli", "enroll", "gura", *map(str, crops("gura", 20, 3)),
+                    "--faces", "whole", "--gallery", str(tmp_path / "g"), "-q"], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", script.replace("animeface ", f"{sys.executable} -m animeface.cli ", 1)],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert len(out.stdout.splitlines()) == 1 and "Broken pipe" not in out.stderr and "Traceback" not in out.stderr
 
 
 # -- the whole round ----------------------------------------------------------------------------
