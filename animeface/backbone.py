@@ -94,13 +94,6 @@ def _with_file(weights: Weights) -> Weights:
     return Weights(weights.spec, path, models.sha256_file(path))
 
 
-def _file_sha256(weights: Weights) -> str:
-    """The weights file's sha256, without downloading: the official file's is in the manifest."""
-    if weights.path is None:
-        return models.manifest()["inception_v3_imagenet_notop"].sha256
-    return _with_file(weights).sha256
-
-
 def network_folder(weights: Weights, layers: tuple[str, ...], pooling: str, size: int) -> Path:
     key = json.dumps([weights.key, list(layers), pooling, size, CONVERSION_VERSION])
     return models.cache_dir() / "networks" / hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -117,6 +110,8 @@ class Network:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.weights = parse_spec(spec)
         self.layers, self.pooling, self.size = tuple(layers), pooling, int(size)
+        self._resolved: Weights | None = None  # the weights file found and hashed, once
+        self._requests = threading.local()  # one inference request per thread, reused
 
     @property
     def deepest(self) -> str:
@@ -128,21 +123,30 @@ class Network:
         from the cached network (converting it first if needed)."""
         if self.weights.seed is not None:
             return f"random-init:{self.weights.seed}"
-        digest = models.known_weights().get(_file_sha256(self.weights), {}).get(self.deepest)
+        official = self.weights.path is None  # its sha256 is in the manifest: no download needed
+        sha256 = models.manifest()["inception_v3_imagenet_notop"].sha256 if official else self._file().sha256
+        digest = models.known_weights().get(sha256, {}).get(self.deepest)
         if digest is None:
             self._compiled()
-            digest = _read_card(self._folder(_with_file(self.weights)))["weights_digest"]
+            digest = _read_card(self._folder(self._file()))["weights_digest"]
         return f"inception-v3:{digest[:16]}"
+
+    def _file(self) -> Weights:
+        if self._resolved is None:
+            self._resolved = _with_file(self.weights)
+        return self._resolved
 
     def _folder(self, weights: Weights) -> Path:
         return network_folder(weights, self.layers, self.pooling, self.size)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        request = self._compiled().create_infer_request()
-        return request.infer({0: np.ascontiguousarray(crops, np.uint8)})[0].astype(np.float32, copy=False)
+        if getattr(self._requests, "request", None) is None:
+            self._requests.request = self._compiled().create_infer_request()
+        result = self._requests.request.infer({0: np.ascontiguousarray(crops, np.uint8)})[0]
+        return np.array(result, np.float32)  # a copy: the request's buffer is reused
 
     def _compiled(self):
-        weights = _with_file(self.weights)
+        weights = self._file()
         folder = self._folder(weights)
         with _lock:
             if folder not in _compiled:

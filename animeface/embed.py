@@ -140,12 +140,14 @@ def colour_histogram(crop: np.ndarray, bins: tuple[int, int, int] = (HUE_BINS, S
     import cv2
 
     hue_bins, sat_bins, grey_bins = bins
-    hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV)
-    h, s, v = (hsv[:, :, i].ravel() for i in range(3))
+    hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(np.int32)
+    h, s, v = hsv[:, 0], hsv[:, 1], hsv[:, 2]
     coloured = (s >= 40) & (v >= 40)
-    hs = np.histogram2d(h[coloured], s[coloured], bins=(hue_bins, sat_bins), range=((0, 180), (40, 256)))[0].ravel()
-    grey = np.histogram(v[~coloured], bins=grey_bins, range=(0, 256))[0]
-    hist = np.sqrt(np.concatenate([hs, grey]).astype(np.float32) / h.size)
+    # the bins of np.histogram2d over hue [0, 180) and saturation [40, 256), by integer arithmetic
+    cells = (h[coloured] * hue_bins // 180) * sat_bins + (s[coloured] - 40) * sat_bins // 216
+    hs = np.bincount(cells, minlength=hue_bins * sat_bins)
+    grey = np.bincount(v[~coloured] * grey_bins // 256, minlength=grey_bins)
+    hist = np.sqrt(np.concatenate([hs, grey]).astype(np.float32) / len(h))
     return hist / max(float(np.linalg.norm(hist)), 1e-12)
 
 

@@ -46,8 +46,6 @@ def top1(vectors, labels, shots=20, repeats=3) -> float:
 def main():
     import openvino as ov
 
-    from animeface.backbone import _with_file
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default=str(WEIGHTS))
     args = parser.parse_args()
@@ -55,7 +53,7 @@ def main():
     embedder = Embedder(args.backbone)
     network = embedder.network
     network(np.zeros((1, 299, 299, 3), np.uint8))  # converted and cached
-    xml = network._folder(_with_file(network.weights)) / "network.xml"
+    xml = network._folder(network._file()) / "network.xml"
     core = ov.Core()
     compiled = {p: core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": p}) for p in ("f32", "bf16")}
     print("| set | float32 top-1 | bf16 top-1 | difference (points) |")

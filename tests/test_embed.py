@@ -72,9 +72,9 @@ def test_a_damaged_cached_network_is_a_clear_error():
     with open(folder / "network.bin", "r+b") as fh:
         fh.seek(1000)
         fh.write(b"\x00garbage\x00")
-    _compiled.clear()
+    _compiled.clear()  # as in a new run
     with pytest.raises(animeface.ModelError, match="damaged.*network.bin"):
-        network(face_batch(1, 160))
+        Network("random-init:5", ("mixed5",), "avg", 160)(face_batch(1, 160))
 
 
 def test_random_weights_warn_and_are_recorded_by_seed():
