@@ -34,6 +34,7 @@ import numpy as np
 
 from . import files, models
 from .errors import ModelError
+from .io import available_cores
 from .quiet import native_stderr_silenced
 
 DEFAULT_BACKBONE = "imagenet"
@@ -169,8 +170,7 @@ def _compile(folder: Path):
     try:
         return core.compile_model(str(folder / "network.xml"), "CPU", {
             "INFERENCE_PRECISION_HINT": "f32",
-            "INFERENCE_NUM_THREADS": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1,
+            "INFERENCE_NUM_THREADS": available_cores(),
         })
     except RuntimeError as exc:
         raise ModelError(f"{folder}: OpenVINO could not load the cached network ({exc}); delete that folder "

@@ -13,9 +13,11 @@ import os
 import stat
 import threading
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -125,6 +127,26 @@ def image_pixels(data: bytes, name: str) -> int:
     """Width x height from the image header alone (nothing decoded); ImageError if unreadable or over the limit."""
     img = _open(io.BytesIO(data), name)
     return img.width * img.height
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (a container's or taskset's limit, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pipelined(work: Callable, items, jobs: int, window: int):
+    """work(item) for each item, yielded in order, computed up to `window` items ahead by `jobs` threads."""
+    pool = ThreadPoolExecutor(jobs, thread_name_prefix="animeface-read")
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class PixelBudget:

@@ -24,7 +24,7 @@ from .embed import Embedder
 from .errors import BackboneMismatchError, GalleryError, ImageError
 from .gallery import Gallery, validate_name
 from .head import SoftmaxHead
-from .io import ImageLike, describe, iter_image_files, load_image, read_file
+from .io import ImageLike, available_cores, describe, iter_image_files, load_image, pipelined, read_file
 from .thresholds import Thresholds, calibrate
 
 FACE_MODES = ("detect", "whole", "auto")
@@ -238,22 +238,26 @@ class Recognizer:
                 bar.update()
         return results
 
-    def identify_iter(self, images, faces: str = "auto", chunk: int = 1):
-        """Yield (image, faces) for each picture as soon as it is named, reading the
-        images lazily, `chunk` pictures per embedding call; an unreadable picture
-        yields its ImageError in place of the faces, and the rest carry on."""
+    def identify_iter(self, images, faces: str = "auto", chunk: int = 1, jobs: int | None = None):
+        """Yield (image, faces) for each picture as soon as it is named, `chunk` pictures per
+        embedding call. Decoding and detection run ahead in `jobs` threads (default: the
+        cores) while the network embeds; an unreadable picture yields its ImageError in
+        place of the faces, and the rest carry on."""
         _check_faces(faces)
-        images = iter(images)
-        while batch := [src for _, src in zip(range(chunk), images)]:
-            found = []
-            for src in batch:
-                try:
-                    found.append(self.face_crops(load_image(src), faces))
-                except ImageError as exc:
-                    found.append(exc)
+        jobs = jobs or available_cores()
+
+        def prepare(src):
+            try:
+                return src, self.face_crops(load_image(src), faces)
+            except ImageError as exc:
+                return src, exc
+
+        ready = pipelined(prepare, images, jobs, window=chunk + 2 * jobs)
+        while batch := [item for _, item in zip(range(chunk), ready)]:
+            found = [f for _, f in batch]
             vectors = self.vectors_for([c for f in found if not isinstance(f, ImageError) for c in f[1]])
             offset = 0
-            for src, f in zip(batch, found):
+            for src, f in batch:
                 if isinstance(f, ImageError):
                     yield src, f
                     continue

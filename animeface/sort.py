@@ -31,19 +31,17 @@ import json
 import os
 import shutil
 import time
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from . import files, report
 from .errors import AnimefaceError, ImageError
-from .io import IMAGE_SUFFIXES, PixelBudget, image_pixels, load_image, max_pixels, open_file, read_file
+from .io import IMAGE_SUFFIXES, PixelBudget, available_cores, image_pixels, load_image, max_pixels, open_file, pipelined, read_file
 from .models import sha256_file
 
 UNKNOWN, NOFACE = "_unknown", "_noface"
@@ -327,21 +325,6 @@ def _looks_like_image(path: Path) -> bool:
             return False
 
 
-def pipelined(work: Callable, items, jobs: int, window: int):
-    """work(item) for each item, yielded in order, computed up to `window` items ahead by `jobs` threads."""
-    pool = ThreadPoolExecutor(jobs, thread_name_prefix="animeface-sort")
-    pending: deque = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(work, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 # -- stages 2 and 3: name the faces in batches, place the files ----------------------
 
 
@@ -371,7 +354,7 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
         raise SortError(f"{dst}: exists and is not a folder")
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
-    jobs = jobs or os.cpu_count() or 2
+    jobs = jobs or available_cores()
     with nullcontext() if dry_run else _lock(dst):
         return _sort(recognizer, src, dst, move, dry_run, faces, jobs, progress, log or (lambda line: None), started)
 

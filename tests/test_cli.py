@@ -113,9 +113,10 @@ def test_detect_counts_failed_inputs_too(capsys, tmp_path):
 
 def test_identify_streams_each_result_and_stderr_holds_only_our_lines(tmp_path, gallery_copy):
     """The last input does not exist until the first result has been read from the pipe: it is
-    named normally only if the first line came out before the last input was read."""
+    named normally only if the first line came out before the last input was read (pictures
+    are read a few ahead of the network, so there are more inputs than that)."""
     late = tmp_path / "late.jpg"
-    argv = [sys.executable, "-m", "animeface", "identify", crops("gura", 30, 1)[0], crops("calli", 30, 1)[0], late,
+    argv = [sys.executable, "-m", "animeface", "identify", *crops("gura", 30, 6), *crops("calli", 30, 6), late,
             "--gallery", gallery_copy, "--json"]
     proc = subprocess.Popen(list(map(str, argv)), env=cli_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
