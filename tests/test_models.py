@@ -82,3 +82,15 @@ def test_environment_variable_points_at_a_local_cascade(monkeypatch, tmp_path):
     monkeypatch.setenv("ANIMEFACE_CASCADE", str(tmp_path / "missing.xml"))
     with pytest.raises(animeface.ModelError, match="does not exist"):
         cascade_path()
+
+
+def test_shipped_model_files_match_their_cards():
+    """Each model file the project ships has a card whose sha256 is the file's."""
+    import json
+    from importlib.resources import files
+
+    for package, name in (("animeface.cascades", "face_verifier"), ("animeface.embeddings", "anime-faces-v1")):
+        folder = files(package)
+        card = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+        assert card["sha256"] == models.sha256_file(str(folder / f"{name}.npz")), name
+        assert card["command"] and "seed" in card

@@ -1,0 +1,60 @@
+"""`animeface train`: a projection from a folder per character, deterministic for a seed, with a card."""
+
+import json
+
+import numpy as np
+
+import animeface
+from animeface.cli import main
+from animeface.embed import Projection
+
+from conftest import HOLOEN, RANDOM_BACKBONE, crops
+
+TEN = sorted(p.name for p in HOLOEN.iterdir())[:10]
+
+
+def character_tree(root, per_character=6):
+    for name in TEN:
+        (root / name).mkdir(parents=True)
+        for path in crops(name, 0, per_character):
+            (root / name / path.name).symlink_to(path)
+    return root
+
+
+def test_train_writes_a_projection_and_its_card_the_same_for_a_seed(tmp_path, capsys):
+    tree = character_tree(tmp_path / "faces")
+    args = ["train", str(tree), "--name", "mine", "--seed", "3", "--backbone", RANDOM_BACKBONE, "-q"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    first, second = Projection.load(tmp_path / "a" / "mine.npz"), Projection.load(tmp_path / "b" / "mine.npz")
+    assert first.sha256 == second.sha256, "the same data and seed give the same file"
+    card = json.loads((tmp_path / "a" / "mine.json").read_text())
+    assert card["seed"] == 3 and card["backbone_id"] == RANDOM_BACKBONE and card["characters"] == 10
+    assert card["command"].startswith("animeface train ") and "--seed 3" in card["command"]
+    measured = card["left_out_characters_top1"]["trained"]
+    assert measured["5 shots"] is not None and measured["20 shots"] is None, "6 pictures each: 20 shots unmeasurable"
+    assert "not measured" in out
+
+
+def test_a_trained_projection_names_faces_through_the_recognizer(tmp_path):
+    tree = character_tree(tmp_path / "faces")
+    assert main(["train", str(tree), "--out", str(tmp_path / "p"), "--backbone", RANDOM_BACKBONE, "-q"]) == 0
+    rec = animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, projection=tmp_path / "p" / "projection.npz",
+                               progress=False)
+    for name in TEN[:3]:
+        rec.enroll(name, crops(name, 0, 4), faces="whole")
+    vectors = rec.embedder.embed(np.zeros((1, 299, 299, 3), np.uint8))
+    assert vectors.shape == (1, rec.embedder.dim) == (1, rec.embedder.projection.matrix.shape[1])
+    rec.save()
+    assert animeface.Recognizer.open(tmp_path / "g", backbone=RANDOM_BACKBONE,
+                                     projection=tmp_path / "p" / "projection.npz").characters == {n: 4 for n in TEN[:3]}
+
+
+def test_train_refuses_to_overwrite(tmp_path, capsys):
+    tree = character_tree(tmp_path / "faces", per_character=1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "projection.json").write_text("mine")
+    assert main(["train", str(tree), "--out", str(tmp_path / "out"), "--backbone", RANDOM_BACKBONE, "-q"]) == 1
+    assert (tmp_path / "out" / "projection.json").read_text() == "mine"
+    assert "already exists" in capsys.readouterr().err
