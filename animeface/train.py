@@ -31,9 +31,9 @@ from .evaluate import character_folders
 from .io import load_image
 
 #: Principal components kept before whitening.
-COMPONENTS = 384
+COMPONENTS = 768
 #: Ridge added to the within-class covariance, as a share of its mean eigenvalue.
-SHRINKAGE = 0.3
+SHRINKAGE = 0.03
 #: Shots enrolled per left-out character when measuring.
 SHOTS = (5, 10, 20)
 FOLDS = 5

@@ -1,7 +1,7 @@
 """Seconds to refit the softmax head and calibrate the thresholds, as every enroll and forget does.
 
 Synthetic galleries of 20, 100 and 1,000 characters with 10 unit vectors each, of the
-shipped embedder's size (384 dims). Median of a few runs.
+shipped embedder's size (768 dims). Median of a few runs.
 
     PYTHONPATH=. python benchmarks/head_speed.py [--sizes 100 1000] [--repeats 3]
 """
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     for size in args.sizes:
-        vectors = rng.normal(size=(10 * size, 384)).astype(np.float32)
+        vectors = rng.normal(size=(10 * size, 768)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         labels = [str(i // 10) for i in range(10 * size)]
         print(f"synthetic, {size} characters x 10: {refit_seconds(vectors, labels, args.repeats):.2f} s", flush=True)

@@ -254,7 +254,7 @@ def bench_faiss(quick: bool) -> Iterator[str]:
     import faiss
 
     rng = np.random.default_rng(0)
-    sizes = [(1_000, 384), (10_000, 384)] if quick else [(10_000, 384), (100_000, 384), (1_000_000, 64)]
+    sizes = [(1_000, 768), (10_000, 768)] if quick else [(10_000, 768), (100_000, 768), (1_000_000, 64)]
     n_queries = 50 if quick else 200
     yield "| vectors | dim | index | build s | ms per query (median, 1 at a time) | recall@1 vs exact |"
     yield "|---|---|---|---|---|---|"
