@@ -366,8 +366,8 @@ def _looks_like_a_crop(w: int, h: int) -> bool:
 
 
 def _describe(embedder: dict) -> str:
-    projection = embedder.get("projection")
-    return f"projection {projection!r}" if projection else "no trained projection"
+    projection, sha256 = embedder.get("projection"), embedder.get("projection_sha256") or ""
+    return f"projection {projection!r} of sha256 {sha256[:12]}" if projection else "no trained projection"
 
 
 def _check_faces(faces: str) -> None:
