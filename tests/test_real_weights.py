@@ -51,3 +51,20 @@ def test_a_character_never_enrolled_is_mostly_unknown(real_weights, tmp_path):
     strangers = sorted((HOLOEN / "kronii").iterdir())[:20]
     named = [faces[0].label for faces in rec.identify_batch(strangers, faces="whole")]
     assert sum(label is None for label in named) >= 0.6 * len(strangers), named
+
+
+def test_a_full_notop_file_in_the_keras_2_layout_gives_the_same_backbone(real_weights, tmp_path):
+    """Users download the official full "notop" file (Keras 2 layout, every layer to mixed10). A file
+    of that layout holding the shared weights converts to the same id, computed from the values read."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(299, 299, 3))
+    keras.Model(base.input, base.get_layer("mixed8").output).load_weights(real_weights)
+    full = tmp_path / "inception_v3_notop_keras2_layout.h5"
+    with h5py.File(full, "w") as fh:
+        legacy_h5_format.save_weights_to_hdf5_group(fh, base)
+    embedder = Embedder(str(full))
+    assert embedder.backbone_id == Embedder("imagenet").backbone_id == Embedder(real_weights).backbone_id
+    assert embedder.projection is not None, "the shipped projection applies to it"
