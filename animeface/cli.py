@@ -220,9 +220,12 @@ def open_recognizer(args, create: bool = False):
 
 def load_embedder(rec, args) -> None:
     """Load the network now, saying so, rather than in silence at the first picture; TensorFlow's
-    native log lines are dropped while it loads. An empty gallery needs no network, so none loads."""
+    native log lines are dropped while it loads. An empty gallery needs no network, so none loads.
+    The face cascade is found first: a missing one is said at once, not after a conversion."""
     import numpy as np
 
+    if getattr(args, "faces", "detect") != "whole":
+        rec.detector  # noqa: B018 - fetches and checks the cascade
     if not args.quiet:
         _say("loading the embedder ...")
     size = rec.embedder.input_size
