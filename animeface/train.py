@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -185,7 +185,7 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
     embedder = Embedder(backbone, projection=None, recipe=recipe or Recipe())
     views, labels, failed = training_features(embedder, roots, seed, progress)
     for message in failed:
-        print(f"animeface: skipped {message}", file=sys.stderr)
+        warnings.warn(f"animeface: skipped {message}", stacklevel=2)
     if len(np.unique(labels)) < FOLDS * 2:
         raise AnimefaceError(f"training needs at least {FOLDS * 2} characters with readable pictures, "
                              f"found {len(np.unique(labels))}")
