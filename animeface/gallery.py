@@ -272,8 +272,12 @@ def _check_description(d, path: Path) -> None:
     if not isinstance(d, dict):
         _fail(path, "the top level", "must be a JSON object")
     if d.get("format_version") != FORMAT_VERSION or type(d.get("format_version")) is not int:
-        raise GalleryError(f"{path}: gallery format {d.get('format_version')!r} is not supported "
-                           f"(expected {FORMAT_VERSION})")
+        version = d.get("format_version")
+        older = type(version) is int and version < FORMAT_VERSION
+        raise GalleryError(f"{path}: gallery format {version!r} is not supported (expected {FORMAT_VERSION})" + (
+            "; a gallery made by an earlier animeface holds vectors this embedder cannot compare with: enroll "
+            "its characters again into a new gallery (its gallery.json lists each picture under "
+            "entries[].source)" if older else ""))
     if not _is_text(d.get("backbone_id")):
         _fail(path, "backbone_id", "must be text")
     if not _is_int(d.get("embedding_dim"), 1, MAX_DIM):

@@ -201,3 +201,11 @@ def test_detect_faces_finds_faces_in_illustrations(shared_data):
         for box in boxes:
             x, y, w, h = box
             assert w > 0 and h > 0 and 0.0 <= box.score <= 1.0
+
+
+def test_a_gallery_from_an_earlier_version_says_to_enroll_again(gallery_copy):
+    description = json.loads((gallery_copy / "gallery.json").read_text())
+    description["format_version"] = 1
+    (gallery_copy / "gallery.json").write_text(json.dumps(description))
+    with pytest.raises(animeface.GalleryError, match="format 1 is not supported.*enroll its characters again"):
+        Recognizer.open(gallery_copy, backbone=RANDOM_BACKBONE)
