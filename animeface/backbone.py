@@ -20,6 +20,7 @@ official file and a truncated copy holding the same numbers give the same id.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -95,8 +96,22 @@ def _with_file(weights: Weights) -> Weights:
     """Fill in the file and its sha256, downloading the official file if needed."""
     if weights.seed is not None or weights.sha256:
         return weights
-    path = models.fetch("inception_v3_imagenet_notop") if weights.path is None else weights.path
-    return Weights(weights.spec, path, models.sha256_file(path))
+    path, sha256 = _weights_file(weights.path, models.cache_dir())
+    return Weights(weights.spec, path, sha256)
+
+
+@functools.lru_cache(maxsize=None)
+def _weights_file(path: Path | None, cache: Path) -> tuple[Path, str]:
+    """A weights file and its sha256, found and hashed once per process (every Network of it
+    shares them). The official file is verified against the manifest's sha256 by fetch."""
+    if path is None:
+        return models.fetch("inception_v3_imagenet_notop"), models.manifest()["inception_v3_imagenet_notop"].sha256
+    return path, models.sha256_file(path)
+
+
+def deepest_layer(layers) -> str:
+    """The last of `layers` in the network: where it can be cut."""
+    return max(layers, key=LAYERS.index)
 
 
 def network_folder(weights: Weights, layers: tuple[str, ...], pooling: str, size: int) -> Path:
@@ -118,12 +133,11 @@ class Network:
         self.weights = parse_spec(spec)
         self.layers, self.pooling, self.size = tuple(layers), pooling, int(size)
         self.precision = precision
-        self._resolved: Weights | None = None  # the weights file found and hashed, once
         self._requests = threading.local()  # one inference request per thread, reused
 
     @property
     def deepest(self) -> str:
-        return max(self.layers, key=LAYERS.index)
+        return deepest_layer(self.layers)
 
     @property
     def id(self) -> str:
@@ -140,9 +154,7 @@ class Network:
         return f"inception-v3:{digest[:16]}"
 
     def _file(self) -> Weights:
-        if self._resolved is None:
-            self._resolved = _with_file(self.weights)
-        return self._resolved
+        return _with_file(self.weights)
 
     def _folder(self, weights: Weights) -> Path:
         return network_folder(weights, self.layers, self.pooling, self.size)
@@ -204,7 +216,7 @@ def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, 
           "under a minute)", file=sys.stderr, flush=True)
     with native_stderr_silenced():  # TensorFlow's start-up notes are noise to a user
         net, digest = _keras_network(weights, layers, pooling, size)
-    pinned = models.known_weights().get(weights.sha256, {}).get(max(layers, key=LAYERS.index))
+    pinned = models.known_weights().get(weights.sha256, {}).get(deepest_layer(layers))
     if pinned and pinned != digest:
         raise ModelError(f"{weights.path}: its sha256 is that of a known weights file, but the weights read "
                          f"from it differ ({digest[:16]} against {pinned[:16]})")

@@ -452,13 +452,9 @@ def cmd_train(args) -> int:
 
     from .train import train
 
-    out = Path(args.out)
-    if (out / f"{args.name}.npz").exists() or (out / f"{args.name}.json").exists():
-        raise AnimefaceError(f"train: {out / args.name}.npz or .json already exists; "
-                         "choose another --name or --out")
     words = ["animeface", "train", *args.roots, "--out", args.out, "--name", args.name, "--seed", str(args.seed)]
     command = " ".join(shlex.quote(w) for w in words + (["--backbone", args.backbone] if args.backbone else []))
-    path = train(args.roots, out, name=args.name, backbone=args.backbone, seed=args.seed,
+    path = train(args.roots, args.out, name=args.name, backbone=args.backbone, seed=args.seed,
                  progress=_progress(args), command=command)
     card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     print(f"wrote {path} and its card {path.with_suffix('.json')}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -88,16 +89,25 @@ class Projection:
         return _unit((vectors - self.mean) @ self.matrix)
 
     def save(self, path: Path, card: dict) -> Path:
-        """Write `path`.npz and its card `path`.json (atomically, npz first)."""
+        """Write `path`.npz and its card `path`.json (atomically, npz first); an existing file of
+        either name is a ModelError and nothing is written."""
         from .files import write_bytes
 
         path = Path(path)
+        Projection.check_free(path)
         buffer = _npz_bytes(mean=self.mean.astype(np.float32), matrix=self.matrix.astype(np.float32),
                             recipe=np.array(json.dumps(self.recipe.to_dict())))
         write_bytes(path.with_suffix(".npz"), buffer)
         card = {**card, "recipe": self.recipe.to_dict(), "sha256": hashlib.sha256(buffer).hexdigest()}
         write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=1, ensure_ascii=False) + "\n").encode())
         return path.with_suffix(".npz")
+
+    @staticmethod
+    def check_free(path: Path) -> None:
+        """ModelError if `path`.npz or its card already exists: a projection never replaces a file."""
+        for existing in (Path(path).with_suffix(".npz"), Path(path).with_suffix(".json")):
+            if os.path.lexists(existing):
+                raise ModelError(f"{existing} already exists; choose another name or folder")
 
     @classmethod
     def load(cls, path: Path) -> "Projection":

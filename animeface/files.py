@@ -68,10 +68,11 @@ def write_file(target: Path, fill: Callable[[BinaryIO], None], *, replace: bool 
         raise
 
 
-def write_bytes(target: Path, data: bytes) -> None:
-    """Replace target with data, atomically: readers see the old file or the new one, never a part."""
+def write_bytes(target: Path, data: bytes, *, replace: bool = False) -> None:
+    """Write data to target atomically: readers see no file (or the old one, with replace=True)
+    or the whole new one, never a part. Without replace, an existing target is FileExistsError."""
     Path(target).parent.mkdir(parents=True, exist_ok=True)
-    write_file(Path(target), lambda fh: fh.write(data), replace=True)
+    write_file(Path(target), lambda fh: fh.write(data), replace=replace)
 
 
 def _umask() -> int:

@@ -106,7 +106,7 @@ def training_features(embedder: Embedder, roots, seed: int, progress: bool):
     labels = np.array(labels)[kept]
     buffer = io.BytesIO()
     np.savez(buffer, labels=labels, failed=np.array(failed, dtype=str), **views)
-    write_bytes(cached, buffer.getvalue())
+    write_bytes(cached, buffer.getvalue(), replace=True)
     return views, labels, failed
 
 
@@ -146,7 +146,8 @@ def _embed_views(embedder: Embedder, files: list[Path], seed: int, progress: boo
     return {key: np.concatenate(parts) for key, parts in views.items()}, kept, failed
 
 
-def leave_characters_out(views: dict, labels: np.ndarray, seed: int, shots=SHOTS, folds: int = FOLDS) -> dict:
+def leave_characters_out(views: dict, labels: np.ndarray, recipe: Recipe, seed: int, shots=SHOTS,
+                         folds: int = FOLDS) -> dict:
     """Closed-set top-1 on characters left out of the fit, enrolled from `shots` each,
     for the untrained recipe and the projection: mean over folds."""
     from .head import SoftmaxHead
@@ -160,7 +161,7 @@ def leave_characters_out(views: dict, labels: np.ndarray, seed: int, shots=SHOTS
         stacked = np.concatenate([views[k][fit_rows] for k in views])
         mean, matrix = fit_projection(stacked, np.concatenate([labels[fit_rows]] * len(views)))
         spaces = {"untrained": views["original"],
-                  "trained": Projection(mean, matrix, Recipe())(views["original"])}
+                  "trained": Projection(mean, matrix, recipe)(views["original"])}
         rng = np.random.default_rng([seed, fold])
         for k in shots:
             if min(np.count_nonzero(labels == c) for c in left_out) <= k:
@@ -182,6 +183,7 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
           recipe: Recipe | None = None, progress: bool = True, command: str | None = None) -> Path:
     """Fit a projection on the faces under roots and save it with its card in `out`."""
     roots = [Path(r) for r in roots]
+    Projection.check_free(Path(out) / name)  # before minutes of embedding, not after
     embedder = Embedder(backbone, projection=None, recipe=recipe or Recipe())
     views, labels, failed = training_features(embedder, roots, seed, progress)
     for message in failed:
@@ -189,14 +191,15 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
     if len(np.unique(labels)) < FOLDS * 2:
         raise AnimefaceError(f"training needs at least {FOLDS * 2} characters with readable pictures, "
                              f"found {len(np.unique(labels))}")
-    figures = leave_characters_out(views, labels, seed)
+    figures = leave_characters_out(views, labels, embedder.recipe, seed)
     stacked = np.concatenate(list(views.values()))
     mean, matrix = fit_projection(stacked, np.concatenate([labels] * len(views)))
     card = {
         "name": name,
         "what": "within-class whitening of the recipe's vectors, trained on anime face crops",
         "backbone_id": embedder.backbone_id,
-        "training_data": [{"root": root.name, "characters": len(character_folders(root))} for root in roots],
+        "training_data": [{"root": root.name, "characters": len({c for c in set(labels) if c.startswith(f"{i}:")})}
+                          for i, root in enumerate(roots)],
         "faces": int(len(labels)), "characters": int(len(np.unique(labels))),
         "views": list(views), "seed": seed, "components": matrix.shape[1], "shrinkage": SHRINKAGE,
         "command": command or "",

@@ -93,7 +93,8 @@ def main():
             fit = ~np.isin(labels, left_out)
             mean, matrix = fit_projection(np.concatenate([v[fit] for v in views.values()]),
                                           np.concatenate([labels[fit]] * len(views)))
-            spaces = {"untrained": views["original"], "trained": Projection(mean, matrix, Recipe())(views["original"])}
+            spaces = {"untrained": views["original"],
+                      "trained": Projection(mean, matrix, embedder.recipe)(views["original"])}
             for space, vectors in spaces.items():
                 for shots in (5, 10, 20):
                     rows.setdefault((space, shots), []).append(
