@@ -103,11 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "enroll", "add a character from pictures or face crops", cmd_enroll,
                  "animeface enroll 'Hatsune Miku' miku1.png miku_folder/\n"
-                 "animeface enroll --folders characters/          # one subfolder per character")
+                 "animeface enroll --folders characters/          # one subfolder per character\n"
+                 "animeface enroll 'Hatsune Miku' --cluster 3 --from groups/   # group 3 of 'cluster --out groups/'")
     p.add_argument("name", nargs="?", help="character name (omit with --folders)")
     p.add_argument("paths", nargs="*", metavar="PATH", help="pictures or folders (walked recursively)")
     p.add_argument("--folders", metavar="ROOT", help="enroll one character per subfolder of ROOT, named after it")
     p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
+    p.add_argument("--cluster", type=int, metavar="ID", help="enroll the faces of group ID of a 'cluster --out' run "
+                                                             "(with --from; no PATH)")
+    p.add_argument("--from", dest="cluster_run", metavar="DIR", help="the folder a 'cluster --out DIR' run wrote")
     p.add_argument("-v", "--verbose", action="store_true", help="list each skipped picture with its reason")
 
     p = _command(sub, "identify", "name the faces in pictures", cmd_identify,
@@ -116,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="pictures or folders")
     p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
     p.add_argument("--json", action="store_true", help="print one JSON object per picture, as each is done")
+
+    p = _command(sub, "cluster", "group the faces nobody has enrolled by character", cmd_cluster,
+                 "animeface cluster new_pictures/ --out groups/    # then open groups/index.html\n"
+                 "animeface enroll 'Hatsune Miku' --cluster 1 --from groups/\n"
+                 "animeface cluster face_crops/ --faces whole --json")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="pictures or folders")
+    p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
+    p.add_argument("--out", metavar="DIR", help="write the groups here: a contact sheet (index.html) to choose names "
+                                                "from, and the run, for 'enroll NAME --cluster ID --from DIR'")
+    p.add_argument("--json", action="store_true", help="print the groups as one JSON object (the last line)")
+    p.add_argument("--similarity", type=float, metavar="S",
+                   help="mean cosine similarity two groups need to merge (default: from the embedder's calibration; "
+                        "higher gives smaller, purer groups)")
 
     p = _command(sub, "detect", "find faces and save copies with the boxes drawn", cmd_detect,
                  "animeface detect pictures/ --out checked/\n"
@@ -282,6 +299,8 @@ def face_text(face) -> str:
 def cmd_enroll(args) -> int:
     from .gallery import validate_name
 
+    if args.cluster is not None or args.cluster_run:
+        return enroll_group(args)
     failed = 0
     if args.folders:
         if args.name or args.paths:
@@ -321,6 +340,56 @@ def cmd_enroll(args) -> int:
         rec.save()
     print(f"gallery {rec.path}: {len(rec.characters)} character(s)")
     return _status(done, failed)
+
+
+def enroll_group(args) -> int:
+    """enroll NAME --cluster ID --from DIR: the faces of one group of a saved cluster run."""
+    if args.cluster is None or not args.cluster_run or not args.name or args.paths or args.folders:
+        raise UsageError("enroll: give NAME --cluster ID --from DIR, with no PATH and no --folders")
+    rec = open_recognizer(args, create=True)
+    report = rec.enroll_group(args.name, args.cluster_run, args.cluster)
+    print(report)
+    if args.verbose:
+        print("\n".join(report.details()))
+    if report.used:
+        rec.save()
+    print(f"gallery {rec.path}: {len(rec.characters)} character(s)")
+    return EXIT_OK
+
+
+def cmd_cluster(args) -> int:
+    from .cluster import check_free
+    from .gallery import Gallery
+    from .recognizer import Recognizer, default_gallery_path
+
+    path = Path(args.gallery).expanduser() if args.gallery else default_gallery_path()
+    if not Gallery.exists(path):
+        _say(f"no gallery at {path}: no face is set aside as already named")
+    if args.out:
+        check_free(Path(args.out))  # before minutes of work, not after
+    rec = Recognizer(path, backbone=args.backbone, projection=args.projection, cascade=args.cascade,
+                     progress=_progress(args))
+    pictures = [p for p, _ in _pictures(args.paths)]
+    if pictures:
+        load_embedder(rec, args)
+    result = rec.cluster(pictures, faces=args.faces, threshold=args.similarity, thumbnails=bool(args.out))
+    for message in result.failed:
+        _failed(message)
+    groups = result.groups
+    lines = [f"{len(result.faces) + len(result.named)} face(s) in {len(pictures) - len(result.failed)} picture(s): "
+             f"{len(groups)} group(s), {len(result.ungrouped)} ungrouped, {len(result.named)} named by the gallery "
+             f"(threshold {result.threshold:.3f})"]
+    lines += [f"  group {g}: {len(faces)} faces, e.g. {faces[0].source}" for g, faces in enumerate(groups, 1)]
+    if args.out:
+        sheet = result.save(Path(args.out), rec.run_description())
+        lines.append(f"contact sheet: {sheet}; name a group with 'animeface enroll NAME --cluster ID --from {args.out}'")
+    if args.json:
+        if not args.quiet:
+            print("\n".join(lines), file=sys.stderr)
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print("\n".join(lines))
+    return _status(len(pictures) - len(result.failed), len(result.failed))
 
 
 def cmd_identify(args) -> int:

@@ -207,6 +207,11 @@ class Embedder:
         return self.projection.matrix.shape[1] if self.projection else self.recipe.dim
 
     @property
+    def pair_similarity(self) -> dict | None:
+        """The projection's calibration for grouping faces (train.pair_similarity), if it has one."""
+        return self.projection.card.get("pair_similarity") if self.projection else None
+
+    @property
     def description(self) -> dict:
         """Everything besides the backbone that shapes a vector, as recorded in galleries."""
         return {"recipe": self.recipe.to_dict(),

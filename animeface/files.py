@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+import numpy as np
 
 TMP_SUFFIX = ".animeface-tmp"
 #: The longest file name most file systems take, in bytes.
@@ -146,3 +149,26 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         os.close(self._fd)
+
+
+def read_npy(fh, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """One array from an .npy stream whose header must give this shape and dtype (a text dtype:
+    at most this long); ValueError otherwise. The header is checked before anything is
+    allocated, so one that claims terabytes costs nothing, and the data must be exactly as
+    long as the header says. Nothing in it is unpickled."""
+    version = np.lib.format.read_magic(fh)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"the .npy header has unsupported version {version}")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    got_shape, fortran, got_dtype = read_header(fh)
+    same_type = got_dtype == dtype or (got_dtype.kind == dtype.kind == "U" and got_dtype.itemsize <= dtype.itemsize)
+    if got_shape != shape or not same_type:
+        raise ValueError(f"the array is {got_dtype} of shape {got_shape}, expected {dtype} of shape {shape}")
+    size = math.prod(shape) * got_dtype.itemsize
+    data = fh.read(size + 1)
+    if len(data) != size:
+        raise ValueError(f"the array data is {len(data)} bytes long, its header says {size}")
+    array = np.frombuffer(data, got_dtype).reshape(shape, order="F" if fortran else "C")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError("the array holds NaN or infinite values")
+    return array

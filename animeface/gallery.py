@@ -322,25 +322,10 @@ def _check_description(d, path: Path) -> None:
 
 
 def _read_npy(fh, path: Path, shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """One array from an .npy stream whose header must give this shape and dtype (a text dtype:
-    at most this long). The header is checked before anything is allocated, so one that claims
-    terabytes costs nothing, and the data must be exactly as long as the header says."""
-    version = np.lib.format.read_magic(fh)
-    if version not in ((1, 0), (2, 0)):
-        _fail(path, "the .npy header", f"has unsupported version {version}")
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    got_shape, fortran, got_dtype = read_header(fh)
-    same_type = got_dtype == dtype or (got_dtype.kind == dtype.kind == "U" and got_dtype.itemsize <= dtype.itemsize)
-    if got_shape != shape or not same_type:
-        _fail(path, "the array", f"is {got_dtype} of shape {got_shape}, expected {dtype} of shape {shape}")
-    size = math.prod(shape) * got_dtype.itemsize
-    data = fh.read(size + 1)
-    if len(data) != size:
-        _fail(path, "the array data", f"is {len(data)} bytes long, its header says {size}")
-    array = np.frombuffer(data, got_dtype).reshape(shape, order="F" if fortran else "C")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        _fail(path, "the array", "holds NaN or infinite values")
-    return array
+    try:
+        return files.read_npy(fh, shape, dtype)
+    except ValueError as exc:
+        raise GalleryError(f"{path}: damaged gallery: {exc}") from None
 
 
 def _read_head(path: Path, dim: int, labels: list[str]) -> dict | None:

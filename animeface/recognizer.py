@@ -15,6 +15,7 @@ import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from .gallery import Gallery, validate_name
 from .head import SoftmaxHead
 from .io import ImageLike, available_cores, describe, iter_image_files, load_image, pipelined, read_file
 from .thresholds import Thresholds, calibrate
+
+if TYPE_CHECKING:
+    from .cluster import Clusters
 
 FACE_MODES = ("detect", "whole", "auto")
 NEIGHBOURS = 100
@@ -265,6 +269,82 @@ class Recognizer:
                 yield src, self.name_faces(None if vectors is None else vectors[offset:offset + len(boxes)], boxes)
                 offset += len(boxes)
 
+    def cluster(self, images, faces: str = "auto", threshold: float | None = None, thumbnails: bool = False,
+                jobs: int | None = None) -> "Clusters":
+        """Group the faces in pictures by character (cluster.py), setting aside those the gallery
+        names; faces that fit no group stay ungrouped. `threshold`, the mean similarity two groups
+        need to merge, defaults to the one derived from the embedder's calibration. An unreadable
+        picture is listed in the result's `failed`, and the rest carry on."""
+        from .cluster import ClusterFace, Clusters, group, threshold_from, thumbnail
+
+        _check_faces(faces)
+        threshold = threshold_from(self.embedder.pair_similarity) if threshold is None else float(threshold)
+        images = _expand([images] if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) else images)
+        jobs = jobs or available_cores()
+        chunk = self.embedder.batch_size
+        found, vectors, thumbs, named, failed = [], [], [], [], []
+
+        def prepare(src):
+            label = describe(src)
+            try:
+                data = read_file(src, label) if isinstance(src, (str, os.PathLike)) else src
+                boxes, crops = self.face_crops(load_image(data, name=label), faces)
+                return [ClusterFace(label, list(box), _sha256(data)) for box in boxes], crops
+            except ImageError as exc:
+                return exc, []
+
+        ready = pipelined(prepare, images, jobs, window=chunk + 2 * jobs)
+        with self._progress(None, "cluster", total=len(images)) as bar:
+            while batch := [item for _, item in zip(range(chunk), ready)]:
+                failed += [str(faces_in) for faces_in, _ in batch if isinstance(faces_in, ImageError)]
+                batch = [(f, c) for faces_in, crops in batch if not isinstance(faces_in, ImageError)
+                         for f, c in zip(faces_in, crops)]
+                if batch:
+                    embedded = self.embedder.embed(np.stack([c for _, c in batch]))
+                    decided = self.name_faces(embedded if len(self.gallery) else None, [Box(*f.box) for f, _ in batch])
+                    for (face, crop), vector, decision in zip(batch, embedded, decided):
+                        if decision.label is not None:
+                            named.append((face, decision.label))
+                            continue
+                        found.append(face)
+                        vectors.append(vector)
+                        if thumbnails:
+                            thumbs.append(thumbnail(crop))
+                bar.update(chunk)
+        vectors = np.stack(vectors) if vectors else np.zeros((0, self.embedder.dim), np.float32)
+        return Clusters(found, vectors, group(vectors, threshold), threshold, named, failed,
+                        thumbs if thumbnails else None)
+
+    def enroll_group(self, name: str, run: os.PathLike, number: int) -> EnrollReport:
+        """Enroll every face of group `number` (1 = the largest) of a run saved by `cluster --out`,
+        from its saved vectors: nothing is embedded again. As enroll, one face per picture, and
+        pictures already enrolled under this name are skipped."""
+        from .cluster import Clusters
+
+        name = validate_name(name)
+        clusters, made_with = Clusters.load(Path(run))
+        ours = self.run_description()
+        if made_with != ours or clusters.vectors.shape[1] != self.embedder.dim:
+            raise BackboneMismatchError(
+                f"{run}: this cluster run was made by another embedder (backbone {made_with.get('backbone_id')!r}, "
+                f"{_describe(made_with)}) than this gallery's (backbone {ours['backbone_id']!r}, {_describe(ours)}); "
+                "run 'animeface cluster' again with this gallery's --backbone and --projection")
+        report = EnrollReport(name)
+        rows, entries, seen = [], [], set()
+        for row in clusters.members(number):
+            face = clusters.faces[row]
+            if face.sha256 in seen or self.gallery.has(name, face.sha256):
+                report.skipped.append((face.source, f"already enrolled as {name}"))
+                continue
+            seen.add(face.sha256)
+            rows.append(row)
+            entries.append({"label": name, "source": face.source, "sha256": face.sha256, "box": face.box})
+            report.used.append({"source": face.source, "box": face.box, "faces_found": 1})
+        if rows:
+            self.gallery.add(clusters.vectors[rows], entries)
+            self._refit()
+        return report
+
     def forget(self, name: str) -> int:
         """Remove a character; returns how many faces went. Unknown names raise KeyError."""
         if name not in self.characters:
@@ -272,6 +352,10 @@ class Recognizer:
         removed = self.gallery.remove(name)
         self._refit()
         return removed
+
+    def run_description(self) -> dict:
+        """What made this recognizer's vectors, as a cluster run records it."""
+        return {"backbone_id": self.embedder.backbone_id, **self.embedder.description}
 
     def save(self) -> Path:
         """Write the gallery atomically to its folder; returns the folder."""

@@ -147,14 +147,16 @@ def _embed_views(embedder: Embedder, files: list[Path], seed: int, progress: boo
 
 
 def leave_characters_out(views: dict, labels: np.ndarray, recipe: Recipe, seed: int, shots=SHOTS,
-                         folds: int = FOLDS) -> dict:
-    """Closed-set top-1 on characters left out of the fit, enrolled from `shots` each,
-    for the untrained recipe and the projection: mean over folds."""
+                         folds: int = FOLDS) -> tuple[dict, dict]:
+    """What the projection does for characters left out of its fit, mean over folds: closed-set
+    top-1 when each is enrolled from `shots` pictures (untrained recipe and projection), and
+    the calibration that grouping faces derives its threshold from (pair_similarity)."""
     from .head import SoftmaxHead
 
     characters = np.unique(labels)
     order = np.random.default_rng(seed).permutation(len(characters))
     scores = {"untrained": {k: [] for k in shots}, "trained": {k: [] for k in shots}}
+    pairs = []
     for fold in range(folds):
         left_out = characters[order[fold::folds]]
         fit_rows = ~np.isin(labels, left_out)
@@ -162,6 +164,7 @@ def leave_characters_out(views: dict, labels: np.ndarray, recipe: Recipe, seed: 
         mean, matrix = fit_projection(stacked, np.concatenate([labels[fit_rows]] * len(views)))
         spaces = {"untrained": views["original"],
                   "trained": Projection(mean, matrix, recipe)(views["original"])}
+        pairs.append(pair_similarity(spaces["trained"][~fit_rows], labels[~fit_rows]))
         rng = np.random.default_rng([seed, fold])
         for k in shots:
             if min(np.count_nonzero(labels == c) for c in left_out) <= k:
@@ -175,8 +178,27 @@ def leave_characters_out(views: dict, labels: np.ndarray, recipe: Recipe, seed: 
                 head = SoftmaxHead().fit(vectors[enrolled], list(labels[enrolled]))
                 guess = np.array(head.classes)[head.predict_proba(vectors[tested]).argmax(axis=1)]
                 scores[space][k].append(float(np.mean(guess == labels[tested])))
-    return {space: {f"{k} shots": round(float(np.mean(v)), 4) if v else None for k, v in by_shots.items()}
+    top1 = {space: {f"{k} shots": round(float(np.mean(v)), 4) if v else None for k, v in by_shots.items()}
             for space, by_shots in scores.items()}
+    calibration = {kind: round(float(np.mean([p[kind] for p in pairs])), 4) for kind in ("same", "different")}
+    return top1, {**calibration, "measured_on": "characters left out of the fit, each fold centred on its own mean"}
+
+
+def pair_similarity(vectors: np.ndarray, labels: np.ndarray, limit: int = 3000) -> dict:
+    """Mean cosine similarity of same-character and of different-character pairs, after
+    centring the set on its mean as grouping does (cluster.centred); at most `limit` faces,
+    drawn at random, so that the pairs fit in memory."""
+    from .cluster import centred
+
+    if len(labels) > limit:
+        rows = np.sort(np.random.default_rng(0).choice(len(labels), limit, replace=False))
+        vectors, labels = vectors[rows], labels[rows]
+    unit = centred(vectors)
+    similarity = unit @ unit.T
+    same = labels[:, None] == labels[None, :]
+    np.fill_diagonal(same, False)
+    different = labels[:, None] != labels[None, :]
+    return {"same": float(similarity[same].mean()), "different": float(similarity[different].mean())}
 
 
 def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: int = 0,
@@ -191,7 +213,7 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
     if len(np.unique(labels)) < FOLDS * 2:
         raise AnimefaceError(f"training needs at least {FOLDS * 2} characters with readable pictures, "
                              f"found {len(np.unique(labels))}")
-    figures = leave_characters_out(views, labels, embedder.recipe, seed)
+    figures, calibration = leave_characters_out(views, labels, embedder.recipe, seed)
     stacked = np.concatenate(list(views.values()))
     mean, matrix = fit_projection(stacked, np.concatenate([labels] * len(views)))
     card = {
@@ -204,5 +226,6 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
         "views": list(views), "seed": seed, "components": matrix.shape[1], "shrinkage": SHRINKAGE,
         "command": command or "",
         "left_out_characters_top1": figures,
+        "pair_similarity": calibration,
     }
     return Projection(mean, matrix, embedder.recipe).save(Path(out) / name, card)

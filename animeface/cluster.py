@@ -1,0 +1,338 @@
+"""Group faces nobody has named by character, so that a person can name whole groups at once.
+
+The method is average linkage on cosine similarity, over a FAISS neighbour graph so
+that memory grows with the number of faces, not its square:
+
+- the vectors are centred on the collection's own mean first: a set of pictures
+  shares a style that the projection, trained on other characters, does not remove,
+  and that common part makes every pair look alike;
+- two groups merge while the mean similarity of their pairs clears the threshold.
+  Pairs that are not neighbours count as 0, what two different characters score
+  after centring, so leaving them out never joins two groups;
+- then every face must clear the same threshold on its mean similarity to the rest
+  of its group, and groups smaller than MIN_GROUP are dissolved. What fails stays
+  ungrouped: a face is never forced into the nearest group.
+
+The threshold comes from the embedder's calibration (the projection's card): the
+midpoint of the mean similarity of same-character and of different-character pairs,
+measured on characters left out of its training (train.pair_similarity).
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import html
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AnimefaceError
+from .files import read_npy, write_bytes
+
+#: Smallest group kept: enough faces to enroll a character from (5 shots is the fewest we measure naming with).
+MIN_GROUP = 5
+#: Neighbours per face in the similarity graph.
+NEIGHBOURS = 30
+#: From this many faces on, neighbours come from an inverted-file FAISS index (approximate,
+#: much faster) instead of comparing every pair.
+EXACT_LIMIT = 20_000
+
+
+class ClusterError(AnimefaceError):
+    """Faces cannot be grouped: no threshold is known for this embedder."""
+
+
+def threshold_from(calibration: dict | None) -> float:
+    """The merge threshold from an embedder card's pair_similarity: the midpoint of the mean
+    similarity of same-character and of different-character pairs."""
+    try:
+        same, different = float(calibration["same"]), float(calibration["different"])
+    except (TypeError, KeyError, ValueError):
+        raise ClusterError("this embedder carries no pair-similarity calibration to group faces with (a projection "
+                           "trained by this version of `animeface train` does); pass a similarity threshold") from None
+    if not -1 <= different < same <= 1:
+        raise ClusterError(f"the embedder's pair-similarity calibration is not usable: same {same}, different {different}")
+    return (same + different) / 2
+
+
+def centred(vectors: np.ndarray) -> np.ndarray:
+    """Unit vectors centred on their mean: what is compared when grouping."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    shifted = vectors - vectors.mean(axis=0)
+    norms = np.linalg.norm(shifted, axis=1, keepdims=True)
+    return shifted / np.maximum(norms, 1e-12)
+
+
+def group(vectors: np.ndarray, threshold: float, min_size: int = MIN_GROUP, neighbours: int = NEIGHBOURS) -> np.ndarray:
+    """A group number per vector, -1 for ungrouped; groups are numbered 0, 1, ... largest first."""
+    n = len(vectors)
+    if n < min_size:
+        return np.full(n, -1)
+    unit = centred(vectors)
+    first, second, similarity = neighbour_pairs(unit, min(neighbours, n - 1))
+    labels = average_linkage(n, first, second, similarity, threshold)
+    return _number_by_size(_trim(unit, labels, threshold, min_size))
+
+
+def neighbour_pairs(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each face's k most similar faces, as unique pairs (i < j) with their cosine similarity."""
+    import faiss
+
+    n, dim = unit.shape
+    if n <= EXACT_LIMIT:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        lists = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(n, min(n, 50 * lists), replace=False)
+        index.train(unit[np.sort(sample)])
+        index.nprobe = 16
+    index.add(unit)
+    sims, ids = index.search(unit, k + 1)
+    rows = np.repeat(np.arange(n), k + 1)
+    ids, sims = ids.ravel(), sims.ravel()
+    valid = (ids >= 0) & (ids != rows)
+    low, high = np.minimum(rows, ids)[valid], np.maximum(rows, ids)[valid]
+    _, unique = np.unique(low.astype(np.int64) * n + high, return_index=True)
+    return low[unique], high[unique], sims[valid][unique]
+
+
+def average_linkage(n: int, first, second, similarity, threshold: float) -> np.ndarray:
+    """Merge the pair of groups with the highest mean pair similarity while it clears the
+    threshold; pairs absent from the graph count as 0. Returns a group root per face."""
+    links: list[dict[int, float]] = [{} for _ in range(n)]
+    for i, j, s in zip(first.tolist(), second.tolist(), similarity.tolist()):
+        links[i][j] = links[j][i] = s
+    size = [1] * n
+    parent = list(range(n))
+    heap = [(-s, i, j) for i, j, s in zip(first.tolist(), second.tolist(), similarity.tolist()) if s >= threshold]
+    heapq.heapify(heap)
+    while heap:
+        negative, a, b = heapq.heappop(heap)
+        if parent[a] != a or parent[b] != b or b not in links[a]:
+            continue  # a group that has since merged into another
+        mean = links[a][b] / (size[a] * size[b])
+        if mean < -negative - 1e-9:  # grown since this entry was made: queue it at its present value
+            if mean >= threshold:
+                heapq.heappush(heap, (-mean, a, b))
+            continue
+        big, small = (a, b) if len(links[a]) >= len(links[b]) else (b, a)
+        parent[small] = big
+        size[big] += size[small]
+        del links[big][small]
+        for other, total in links[small].items():
+            if other == big:
+                continue
+            del links[other][small]
+            joined = links[big].get(other, 0.0) + total
+            links[big][other] = links[other][big] = joined
+            mean = joined / (size[big] * size[other])
+            if mean >= threshold:
+                heapq.heappush(heap, (-mean, big, other))
+        links[small] = {}
+    roots = np.array(parent)
+    while True:  # each face to its final group
+        above = roots[roots]
+        if np.array_equal(above, roots):
+            return roots
+        roots = above
+
+
+def _trim(unit: np.ndarray, labels: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
+    """Ungroup faces whose mean similarity to the rest of their group falls below the
+    threshold, then groups left smaller than min_size; -1 marks ungrouped."""
+    labels = labels.copy()
+    for _ in range(2):  # a dissolved group changes no other, but a trimmed face changes its group's mean
+        _dissolve_small(labels, min_size)
+        grouped = np.flatnonzero(labels >= 0)
+        if not len(grouped):
+            break
+        ids, where, counts = np.unique(labels[grouped], return_inverse=True, return_counts=True)
+        sums = np.zeros((len(ids), unit.shape[1]), dtype=np.float64)
+        np.add.at(sums, where, unit[grouped])
+        own = np.einsum("ij,ij->i", sums[where] - unit[grouped], unit[grouped]) / (counts[where] - 1)
+        labels[grouped[own < threshold]] = -1
+    _dissolve_small(labels, min_size)
+    return labels
+
+
+def _dissolve_small(labels: np.ndarray, min_size: int) -> None:
+    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+    labels[np.isin(labels, ids[counts < min_size])] = -1
+
+
+def _number_by_size(labels: np.ndarray) -> np.ndarray:
+    """Renumber groups 0, 1, ... from the largest (ties: the one whose first face comes first)."""
+    out = np.full(len(labels), -1)
+    ids, first, counts = np.unique(labels[labels >= 0], return_index=True, return_counts=True)
+    grouped = np.flatnonzero(labels >= 0)
+    order = sorted(range(len(ids)), key=lambda g: (-counts[g], grouped[first[g]]))
+    for number, g in enumerate(order):
+        out[labels == ids[g]] = number
+    return out
+
+
+# -- a run's results -------------------------------------------------------------------
+
+RUN_FILE, VECTORS_FILE, SHEET_FILE = "cluster.json", "cluster-vectors.npy", "index.html"
+RUN_FORMAT = 1
+#: Thumbnails shown per group on the contact sheet, and for the ungrouped faces.
+SHOWN_PER_GROUP, SHOWN_UNGROUPED = 60, 300
+THUMB_SIZE = 96
+
+
+@dataclass
+class ClusterFace:
+    """One face found: the picture it is in, where, and the picture's sha256 (for enroll)."""
+
+    source: str
+    box: list[int]
+    sha256: str
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "box": list(self.box)}
+
+
+@dataclass
+class Clusters:
+    """Faces grouped by character: `group[i]` is face i's group (0 = the largest), -1 ungrouped.
+    Faces the gallery already names are set aside in `named` (face, name) and not grouped."""
+
+    faces: list[ClusterFace]
+    vectors: np.ndarray
+    group: np.ndarray
+    threshold: float
+    named: list[tuple[ClusterFace, str]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    #: Small JPEG crops of `faces`, for the contact sheet (kept only when asked for).
+    thumbnails: list[bytes] | None = None
+
+    @property
+    def groups(self) -> list[list[ClusterFace]]:
+        """The groups, largest first; groups[0] is the one numbered 1 in to_dict and on the sheet."""
+        count = int(self.group.max()) + 1 if len(self.group) else 0
+        return [[self.faces[i] for i in np.flatnonzero(self.group == g)] for g in range(count)]
+
+    @property
+    def ungrouped(self) -> list[ClusterFace]:
+        return [self.faces[i] for i in np.flatnonzero(self.group < 0)]
+
+    def members(self, number: int) -> np.ndarray:
+        """Rows of the faces in the group numbered `number` (1 = the largest)."""
+        count = int(self.group.max()) + 1 if len(self.group) else 0
+        if not 1 <= number <= count:
+            raise ClusterError(f"there is no group {number}: this run has groups 1 to {count}" if count
+                               else "this run found no groups")
+        return np.flatnonzero(self.group == number - 1)
+
+    def to_dict(self) -> dict:
+        """The JSON form: clusters (id from 1, largest first), ungrouped faces, and named ones."""
+        return {"clusters": [{"id": g + 1, "faces": [f.to_dict() for f in faces]} for g, faces in enumerate(self.groups)],
+                "ungrouped": [f.to_dict() for f in self.ungrouped],
+                "named": [{**f.to_dict(), "label": name} for f, name in self.named],
+                "threshold": round(self.threshold, 4)}
+
+    def save(self, folder: Path, embedder: dict) -> Path:
+        """Write the run into folder: its faces and groups, their vectors (so that naming a group
+        later embeds nothing again), and the contact sheet. Existing files are never replaced."""
+        folder = Path(folder)
+        check_free(folder)
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(self.vectors, dtype="<f4"), allow_pickle=False)
+        run = {"format_version": RUN_FORMAT, "embedder": embedder, "dim": int(self.vectors.shape[1]),
+               "threshold": self.threshold,
+               "faces": [{**f.to_dict(), "sha256": f.sha256, "group": int(g) + 1 if g >= 0 else None}
+                         for f, g in zip(self.faces, self.group)]}
+        write_bytes(folder / VECTORS_FILE, buffer.getvalue())
+        write_bytes(folder / RUN_FILE, json.dumps(run, ensure_ascii=False, indent=1).encode("utf-8", "backslashreplace"))
+        write_bytes(folder / SHEET_FILE, contact_sheet(self).encode("utf-8", "backslashreplace"))
+        return folder / SHEET_FILE
+
+    @classmethod
+    def load(cls, folder: Path) -> tuple["Clusters", dict]:
+        """Read a saved run and the embedder description it was made with; nothing in it can run
+        code, and a damaged or foreign file is a ClusterError naming it."""
+        folder = Path(folder)
+        path = folder / RUN_FILE
+        try:
+            run = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(run, dict) or run.get("format_version") != RUN_FORMAT:
+                raise ValueError(f"not a cluster run of format {RUN_FORMAT}")
+            faces, embedder = run["faces"], run["embedder"]
+            if not isinstance(faces, list) or not isinstance(embedder, dict):
+                raise ValueError("faces must be a list and embedder an object")
+            parsed, group = [], []
+            for face in faces:
+                box, number = face["box"], face["group"]
+                if not (isinstance(face["source"], str) and isinstance(face["sha256"], str)
+                        and isinstance(box, list) and len(box) == 4 and all(type(v) is int for v in box)
+                        and (number is None or type(number) is int and 1 <= number <= len(faces))):
+                    raise ValueError(f"face {len(parsed) + 1} is malformed")
+                parsed.append(ClusterFace(face["source"], box, face["sha256"]))
+                group.append(number - 1 if number else -1)
+            dim = run["dim"]
+            if type(dim) is not int or not 0 < dim <= 65536:
+                raise ValueError("dim must be a whole number from 1 to 65536")
+            with open(folder / VECTORS_FILE, "rb") as fh:
+                vectors = read_npy(fh, (len(parsed), dim), np.dtype("<f4"))
+            threshold = float(run["threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ClusterError(f"{folder}: not a usable cluster run, as 'animeface cluster --out' writes "
+                               f"({type(exc).__name__}: {exc})") from None
+        return cls(parsed, vectors, np.array(group, dtype=int), threshold), embedder
+
+
+def thumbnail(crop: np.ndarray) -> bytes:
+    """A small JPEG of an RGB face crop, for the contact sheet."""
+    import cv2
+
+    small = cv2.resize(crop, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA)
+    return cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+
+
+def check_free(folder: Path) -> None:
+    """ClusterError if folder already holds a run's files: a run never replaces a file."""
+    for name in (RUN_FILE, VECTORS_FILE, SHEET_FILE):
+        if os.path.lexists(Path(folder) / name):
+            raise ClusterError(f"{Path(folder) / name} already exists: choose a new folder for --out")
+
+
+def contact_sheet(clusters: Clusters) -> str:
+    """A page of face thumbnails, one section per group, largest first, for a person choosing names."""
+    def tile(row: int) -> str:
+        face = clusters.faces[row]
+        title = html.escape(f"{face.source} at {tuple(face.box)}", quote=True)
+        if clusters.thumbnails is None:
+            return f'<div class="face" title="{title}">{html.escape(Path(face.source).name)}</div>'
+        data = base64.b64encode(clusters.thumbnails[row]).decode()
+        return f'<img class="face" title="{title}" alt="{title}" src="data:image/jpeg;base64,{data}">'
+
+    def section(heading: str, rows: np.ndarray, shown: int, hint: str = "") -> str:
+        more = f'<p class="more">and {len(rows) - shown} more (all in cluster.json)</p>' if len(rows) > shown else ""
+        return (f"<section><h2>{html.escape(heading)}</h2>{hint}<div class=\"faces\">"
+                + "".join(tile(r) for r in rows[:shown]) + f"</div>{more}</section>")
+
+    parts = []
+    for g in range(int(clusters.group.max()) + 1 if len(clusters.group) else 0):
+        rows = np.flatnonzero(clusters.group == g)
+        hint = f'<p class="how"><code>animeface enroll NAME --cluster {g + 1} --from THIS_FOLDER</code></p>'
+        parts.append(section(f"Group {g + 1}: {len(rows)} faces", rows, SHOWN_PER_GROUP, hint))
+    ungrouped = np.flatnonzero(clusters.group < 0)
+    if len(ungrouped):
+        parts.append(section(f"Ungrouped: {len(ungrouped)} faces", ungrouped, SHOWN_UNGROUPED))
+    summary = (f"{len(clusters.faces)} faces: {int(clusters.group.max()) + 1 if len(clusters.group) else 0} groups, "
+               f"{len(ungrouped)} ungrouped; {len(clusters.named)} named by the gallery and set aside")
+    return ("<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+            "content=\"width=device-width, initial-scale=1\"><title>animeface: faces by character</title><style>"
+            "body{font-family:sans-serif;margin:1em;background:#fafafa}h2{margin:.2em 0;font-size:1.1em}"
+            "section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6em;margin:.8em 0}"
+            ".faces{display:flex;flex-wrap:wrap;gap:4px}.face{width:96px;height:96px;object-fit:cover;"
+            "border-radius:4px;font-size:10px;overflow:hidden;background:#eee}.how,.more{color:#555;margin:.2em 0}"
+            "</style></head><body><h1>Faces grouped by character</h1>"
+            f"<p>{html.escape(summary)}. Hover a face to see its picture. Name a group with the command under it.</p>"
+            + "".join(parts) + "</body></html>\n")
