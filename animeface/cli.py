@@ -460,12 +460,11 @@ def cmd_serve(args) -> int:
     said at once, before the network loads."""
     if not 0 <= args.port <= 65535:
         raise UsageError("serve: --port must be from 0 to 65535")
-    try:
-        import fastapi  # noqa: F401
-        import multipart  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise AnimefaceError("serve needs FastAPI and uvicorn: pip install 'animeface-recognition[web]'") from None
+    from importlib.util import find_spec
+
+    if not (find_spec("fastapi") and find_spec("uvicorn") and (find_spec("python_multipart") or find_spec("multipart"))):
+        raise AnimefaceError("serve needs FastAPI, uvicorn and python-multipart: "
+                             "pip install 'animeface-recognition[web]'")
     from . import serve
 
     sock = serve.listen(args.host, args.port)

@@ -8,16 +8,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
-pytest.importorskip("fastapi", reason="the web extra is not installed (pip install -e '.[test]')")
+from animeface import Recognizer
+from animeface.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
+from animeface.serve import UPLOAD_LIMIT, create_app
 
-from fastapi.testclient import TestClient  # noqa: E402
-
-from animeface import Recognizer  # noqa: E402
-from animeface.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main  # noqa: E402
-from animeface.serve import UPLOAD_LIMIT, create_app  # noqa: E402
-
-from conftest import CASCADE, RANDOM_BACKBONE, SHARED, crops  # noqa: E402
+from conftest import CASCADE, RANDOM_BACKBONE, SHARED, crops
 
 TOKEN = "test-token"
 ORIGIN = "http://127.0.0.1:8765"
