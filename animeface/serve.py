@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import os
 import secrets
 import socket
 import threading
@@ -354,7 +355,8 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family)
     except OSError as exc:
-        raise AnimefaceError(f"serve: cannot listen on {host}:{port} ({exc.strerror}); "
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise AnimefaceError(f"serve: cannot listen on {host}:{port} ({reason}); "
                              "choose another port with --port, or stop what is using it") from None
 
 

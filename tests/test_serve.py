@@ -4,6 +4,8 @@ that refuses a request before reading its body."""
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from animeface import Recognizer
 from animeface.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
 from animeface.serve import UPLOAD_LIMIT, create_app
 
-from conftest import CASCADE, RANDOM_BACKBONE, SHARED, crops
+from conftest import CASCADE, RANDOM_BACKBONE, ROOT, SHARED, crops
 
 TOKEN = "test-token"
 ORIGIN = "http://127.0.0.1:8765"
@@ -217,3 +219,10 @@ def test_serve_on_a_port_in_use_says_so(capsys, gallery_copy):
 def test_serve_refuses_a_port_out_of_range(capsys):
     assert main(["serve", "--port", "70000"]) == EXIT_USAGE
     assert "--port must be from 0 to 65535" in capsys.readouterr().err
+
+
+def test_import_and_help_do_not_load_the_web_framework():
+    probe = ("from animeface.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "import sys\nprint([m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
