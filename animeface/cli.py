@@ -163,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, metavar="N", help="decoding and detecting threads (default: CPU count)")
     p.add_argument("--undo", metavar="DST", help="reverse the latest sort into DST instead")
 
+    p = _command(sub, "serve", "a web page to identify, teach and browse the gallery", cmd_serve,
+                 "animeface serve                                  # then open http://127.0.0.1:8765/\n"
+                 "animeface serve --gallery galleries/mine --port 9000")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 lets anyone on the "
+                        "network open the page and change the gallery)")
+    p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
+
     p = sub.add_parser("evaluate", help="measure recognition on a folder of labelled pictures",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Enroll K pictures per character of ROOT (one subfolder each), identify the "
@@ -513,6 +521,35 @@ def cmd_forget(args) -> int:
         return EXIT_ERROR
     rec.save()
     print(f"forgot {args.name} ({removed} face(s))")
+    return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    """Serve the web page and its API until Ctrl+C; the socket is bound first, so a port in use is
+    said at once, before the network loads."""
+    if not 0 <= args.port <= 65535:
+        raise UsageError("serve: --port must be from 0 to 65535")
+    from importlib.util import find_spec
+
+    if not (find_spec("fastapi") and find_spec("uvicorn") and (find_spec("python_multipart") or find_spec("multipart"))):
+        raise AnimefaceError("serve needs FastAPI, uvicorn and python-multipart: "
+                             "pip install 'animeface-recognition[web]'")
+    from . import serve
+
+    sock = serve.listen(args.host, args.port)
+    with sock:
+        rec = open_recognizer(args, create=True)
+        load_embedder(rec, args)
+        token = serve.new_token()
+        app = serve.create_app(rec, token, args.host)
+        host, port = sock.getsockname()[:2]
+        if host not in ("127.0.0.1", "::1"):
+            _say(f"warning: listening on {args.host}: anyone on the network who can reach this machine can open "
+                 "the page and change the gallery")
+        shown = "127.0.0.1" if args.host in serve.WILDCARD_HOSTS else f"[{host}]" if ":" in host else host
+        print(f"animeface: serving the gallery {rec.path} at http://{shown}:{port}/ (Ctrl+C to stop)", flush=True)
+        print(f"animeface: API token, for requests that change the gallery: {token}", flush=True)
+        serve.run(app, sock)
     return EXIT_OK
 
 

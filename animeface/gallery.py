@@ -110,9 +110,11 @@ class Gallery:
         self.entries.extend(dict(e) for e in entries)
         self._index = None
 
-    def remove(self, label: str) -> int:
-        """Drop every vector of one character; returns how many went."""
-        keep = [i for i, e in enumerate(self.entries) if e["label"] != label]
+    def remove(self, label: str, sha256: str | None = None, box: list | None = None) -> int:
+        """Drop every vector of one character, or only those of one source picture (and box);
+        returns how many went."""
+        keep = [i for i, e in enumerate(self.entries) if e["label"] != label
+                or sha256 not in (None, e["sha256"]) or box not in (None, e.get("box"))]
         removed = len(self.entries) - len(keep)
         self.vectors = self.vectors[keep]
         self.entries = [self.entries[i] for i in keep]

@@ -222,6 +222,30 @@ class Recognizer:
             self._refit()
         return report
 
+    def enroll_face(self, name: str, image: ImageLike, box=None, source: str | None = None) -> dict:
+        """Add one face chosen by a person: the box (x, y, w, h) of the picture, or the whole picture
+        as a face crop when box is None. Returns the gallery entry added, which forget_face takes
+        to undo it. The same face of the same picture under the same name is a ValueError."""
+        name = validate_name(name)
+        label = source or describe(image)
+        rgb = load_image(image, name=label)
+        h, w = rgb.shape[:2]
+        if box is None:
+            box, crop = [0, 0, w, h], whole_image(rgb, self.embedder.input_size)
+        else:
+            box = [int(v) for v in box]
+            x, y, bw, bh = box
+            if bw < 1 or bh < 1 or x >= w or y >= h or x + bw <= 0 or y + bh <= 0:
+                raise ValueError(f"box {box} is not a face inside the {w}x{h} picture")
+            crop = crop_face(rgb, box, self.embedder.input_size, self.margin)
+        entry = {"label": name, "source": label, "sha256": _sha256(image), "box": box}
+        if any(e["label"] == name and e["sha256"] == entry["sha256"] and e.get("box") == box
+               for e in self.gallery.entries):
+            raise ValueError(f"this face of {label} is already enrolled as {name}")
+        self.gallery.add(self.embedder.embed(crop[None]), [entry])
+        self._refit()
+        return entry
+
     def identify(self, image: ImageLike, faces: str = "auto") -> list[Face]:
         """The faces in one picture, each named or unknown (label None)."""
         _check_faces(faces)
@@ -356,6 +380,12 @@ class Recognizer:
     def run_description(self) -> dict:
         """What made this recognizer's vectors, as a cluster run records it."""
         return {"backbone_id": self.embedder.backbone_id, **self.embedder.description}
+
+    def forget_face(self, entry: dict) -> None:
+        """Remove one face that enroll_face added (its entry: label, sha256 and box); KeyError if absent."""
+        if not self.gallery.remove(entry["label"], entry["sha256"], entry["box"]):
+            raise KeyError(f"no such face of {entry['label']!r} is enrolled")
+        self._refit()
 
     def save(self) -> Path:
         """Write the gallery atomically to its folder; returns the folder."""

@@ -1,0 +1,371 @@
+"""`animeface serve`: a local web page and a JSON API over one gallery.
+
+A browser talks to it, and any page the browser opens could try to, so the guard
+refuses before a request's body is read: a Host that is not this server (a page
+that re-pointed its own name at this address), a POST whose Origin is another
+site, a gallery-changing POST without this run's token (which only the server's
+own page holds), and a body over the upload limit. Pictures go through the one
+image loader; nothing from a request (path, file name) ever reaches the file
+system. Identify runs in many threads at once; reading or changing the gallery
+is serialised by one lock, and every save is atomic.
+"""
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+import socket
+import threading
+from importlib.resources import files
+from typing import Annotated
+
+import cv2
+import numpy as np
+
+from .crop import crop_face, whole_image
+from .errors import AnimefaceError, ImageError
+from .io import load_image, read_file
+from .recognizer import FACE_MODES, Recognizer
+
+#: The largest request body taken, in bytes: a picture and the form around it.
+UPLOAD_LIMIT = 20 << 20
+TOKEN_HEADER = "x-animeface-token"
+#: The one POST that changes nothing, so it needs no token (the page and curl both use it).
+READ_ONLY_POSTS = ("/api/identify",)
+#: What a face enrolled through the page records as its source: the upload never was a file here.
+WEB_SOURCE = "web upload"
+THUMBNAILS_SHOWN = 4
+THUMBNAIL_SIDE = 96
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+STATIC = {"/app.js": "application/javascript", "/style.css": "text/css"}
+
+
+class Service:
+    """The recognizer behind the API, safe for many request threads at once.
+
+    Decoding and detection run in each request's own thread (the recognizer keeps
+    a detector per thread). The network takes one picture at a time: OpenVINO
+    already spreads one over every core, and pictures side by side only contend
+    (benchmarks/serve_load.py, 2 cores: 7.5 against 4.8 requests/s, p95 2.0 against 3.2 s). Naming
+    against the gallery, enrolling, forgetting and saving take the gallery lock,
+    so no request sees a half-changed gallery and saves never interleave.
+    """
+
+    def __init__(self, rec: Recognizer):
+        self.rec = rec
+        self._gallery = threading.Lock()
+        self._network = threading.Lock()
+        #: Face thumbnails as data URLs, by (sha256, box): made in memory, never served from a path.
+        self._thumbnails: dict[tuple, str | None] = {}
+
+    def identify(self, data: bytes, name: str, faces: str) -> list:
+        """The faces of one uploaded picture, as `animeface identify` finds and names them."""
+        boxes, crops = self.rec.face_crops(load_image(data, name=name), faces)
+        with self._network:
+            vectors = self.rec.embedder.embed(np.stack(crops)) if crops else None
+        with self._gallery:
+            return self.rec.name_faces(vectors, boxes)
+
+    def enroll(self, name: str, data: bytes, filename: str, box: list[int] | None) -> tuple[dict, dict]:
+        """Enroll one face of an uploaded picture and save the gallery; returns its entry and the counts."""
+        rgb = load_image(data, name=filename)
+        with self._gallery:
+            entry = self.rec.enroll_face(name, data, box, source=f"{WEB_SOURCE} {filename}")
+            try:
+                self.rec.save()
+            except Exception:
+                self.rec.forget_face(entry)  # the gallery in memory stays what is on disk
+                raise
+            counts = dict(self.rec.characters)
+        self._thumbnails[_key(entry)] = _thumbnail(rgb, entry["box"])
+        return entry, counts
+
+    def unenroll(self, entry: dict) -> dict:
+        """Undo one enroll: remove that face and save; returns the counts."""
+        with self._gallery:
+            self.rec.forget_face(entry)
+            self.rec.save()
+            return dict(self.rec.characters)
+
+    def forget(self, name: str) -> int:
+        with self._gallery:
+            removed = self.rec.forget(name)
+            self.rec.save()
+        return removed
+
+    def characters(self) -> list[dict]:
+        """Each character with its count and the thumbnails of its first few faces."""
+        with self._gallery:
+            shown = {name: [] for name in self.rec.characters}
+            for entry in self.rec.gallery.entries:
+                if len(shown[entry["label"]]) < THUMBNAILS_SHOWN:
+                    shown[entry["label"]].append(dict(entry))
+            counts = dict(self.rec.characters)
+        return [{"name": name, "count": counts[name],
+                 "thumbnails": [t for t in map(self.thumbnail, entries) if t]} for name, entries in shown.items()]
+
+    def thumbnail(self, entry: dict) -> str | None:
+        key = _key(entry)
+        if key not in self._thumbnails:
+            self._thumbnails[key] = _thumbnail_from_source(entry)
+        return self._thumbnails[key]
+
+
+def _key(entry: dict) -> tuple:
+    return entry["sha256"], tuple(entry["box"])
+
+
+def _thumbnail_from_source(entry: dict) -> str | None:
+    """A face enrolled from a file (the command line), cut from that file when it is still the very
+    picture enrolled: its bytes hash to the sha256 the gallery recorded. The path is the gallery's,
+    never a request's; a face enrolled through the page was never a file and has none after a restart."""
+    if entry["source"].startswith(WEB_SOURCE):
+        return None
+    try:
+        data = read_file(entry["source"])
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            return None
+        return _thumbnail(load_image(data), entry["box"])
+    except ImageError:
+        return None
+
+
+def _thumbnail(rgb: np.ndarray, box) -> str:
+    """A small JPEG of the face, as a data URL the page shows as it is."""
+    h, w = rgb.shape[:2]
+    face = whole_image(rgb, THUMBNAIL_SIDE) if list(box) == [0, 0, w, h] else crop_face(rgb, box, THUMBNAIL_SIDE)
+    _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode()
+
+
+# -- the guard, at the ASGI level: it answers before any body is read -------------------------
+
+
+class Guard:
+    """ASGI middleware refusing what a page elsewhere, or a body too large, must not do."""
+
+    def __init__(self, app, token: str, host: str, limit: int = UPLOAD_LIMIT):
+        self.app, self.token, self.host, self.limit = app, token, host, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self.refusal(scope["method"], scope["path"], headers)
+        if refusal:
+            return await _send_error(send, *refusal)
+        if scope["method"] not in ("GET", "HEAD"):
+            body = await _read_body(receive, self.limit)
+            if body is None:
+                return await _send_error(send, 413, self._too_large())
+            receive = _replay(body)
+        await self.app(scope, receive, send)
+
+    def refusal(self, method: str, path: str, headers: dict) -> tuple[int, str] | None:
+        """(status, why) for a request refused on its headers alone, else None."""
+        host = headers.get("host", "")
+        if not self._own_host(host):
+            return 400, f"Host {host!r} is not this server; open it by its address (e.g. 127.0.0.1)"
+        if method in ("GET", "HEAD"):
+            return None
+        origin = headers.get("origin")
+        if origin is not None and origin != f"http://{host}":
+            return 403, f"requests from {origin} are refused: only this server's own page may send them"
+        if path not in READ_ONLY_POSTS and not hmac.compare_digest(
+                headers.get(TOKEN_HEADER, "").encode(), self.token.encode()):
+            return 403, (f"this request changes the gallery and needs the {TOKEN_HEADER} header with the token "
+                         "that 'animeface serve' printed (the page sends it)")
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.limit:
+            return 413, self._too_large()
+        return None
+
+    def _own_host(self, host: str) -> bool:
+        """Whether a Host header names this server: the address it listens on, localhost, or with a
+        wildcard address any IP address or this machine's name; never another site's name."""
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.strip("[]").lower()
+        if name in ("localhost", "127.0.0.1", "::1", self.host.lower()):
+            return True
+        if self.host not in WILDCARD_HOSTS:
+            return False
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in (socket.gethostname().lower(), socket.getfqdn().lower())
+
+    def _too_large(self) -> str:
+        return f"the request is over the upload limit of {self.limit >> 20} MiB"
+
+
+async def _read_body(receive, limit: int) -> bytes | None:
+    """The whole body, counted as it streams in; None as soon as it passes the limit."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes):
+    """A receive() that gives the app the body already read, then waits for the disconnect."""
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _send_error(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- the app -------------------------------------------------------------------------------------
+
+
+def create_app(rec: Recognizer, token: str, host: str = "127.0.0.1", limit: int = UPLOAD_LIMIT):
+    """The web app (page and API) over one recognizer, behind the guard."""
+    from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+    from fastapi.responses import HTMLResponse, Response
+    from pydantic import BaseModel
+
+    service = Service(rec)
+    web = files("animeface") / "web"
+    page = (web / "index.html").read_text(encoding="utf-8").replace("{{TOKEN}}", token)
+    static = {path: (web / path.lstrip("/")).read_bytes() for path in STATIC}
+    app = FastAPI(title="animeface", version=_version(), docs_url=None, redoc_url=None,
+                  openapi_url="/api/openapi.json")
+
+    class Name(BaseModel):
+        name: str
+
+    class FaceEntry(BaseModel):
+        label: str
+        sha256: str
+        box: list[int]
+
+    def bad_request(exc: Exception):
+        return HTTPException(400, str(exc))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index():
+        return HTMLResponse(page, headers={"cache-control": "no-store"})
+
+    for path, media_type in STATIC.items():
+        app.add_api_route(path, lambda path=path, media_type=media_type: Response(static[path], media_type=media_type),
+                          include_in_schema=False)
+
+    @app.post("/api/identify")
+    def identify(picture: Annotated[UploadFile, File()], faces: Annotated[str, Form()] = "auto"):
+        """The faces of one picture, named or unknown: the object `animeface identify --json` prints for it."""
+        if faces not in FACE_MODES:
+            raise bad_request(f"faces must be one of {', '.join(FACE_MODES)}, got {faces!r}")
+        name = picture.filename or "the picture"
+        try:
+            found = service.identify(picture.file.read(), name, faces)
+        except ImageError as exc:
+            raise bad_request(exc) from None
+        return {"path": name, "error": None, "faces": [f.to_dict() for f in found]}
+
+    @app.post("/api/enroll")
+    def enroll(picture: Annotated[UploadFile, File()], name: Annotated[str, Form()],
+               box: Annotated[str | None, Form()] = None):
+        """Enroll one face as `name`: the box [x, y, w, h] of the picture, or (no box) the picture as a
+        face crop. Saves the gallery. Returns the face's entry, which /api/unenroll takes to undo it."""
+        filename = picture.filename or "the picture"
+        try:
+            entry, counts = service.enroll(name, picture.file.read(), filename, _parse_box(box))
+        except (ImageError, ValueError) as exc:  # CharacterNameError is a ValueError
+            raise bad_request(exc) from None
+        return {"entry": entry, "characters": counts}
+
+    @app.post("/api/unenroll")
+    def unenroll(entry: FaceEntry):
+        """Undo one enroll: remove the face of that entry and save the gallery."""
+        try:
+            return {"characters": service.unenroll(entry.model_dump())}
+        except KeyError as exc:
+            raise HTTPException(404, exc.args[0]) from None
+
+    @app.get("/api/characters")
+    def characters():
+        """Every character with its face count and a few thumbnails (JPEG data URLs)."""
+        return {"characters": service.characters()}
+
+    @app.post("/api/forget")
+    def forget(body: Name):
+        """Remove a character and all its faces, and save the gallery."""
+        try:
+            removed = service.forget(body.name)
+        except KeyError as exc:
+            raise HTTPException(404, exc.args[0]) from None
+        return {"forgot": body.name, "faces": removed}
+
+    @app.exception_handler(AnimefaceError)
+    def animeface_error(request, exc):  # the gallery could not be saved, a model failed: say what
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({"detail": str(exc)}, status_code=500)
+
+    return Guard(app, token, host, limit)
+
+
+def _parse_box(text: str | None) -> list[int] | None:
+    """The form's box, JSON [x, y, w, h] of whole numbers; None when not given."""
+    if text is None or not text.strip():
+        return None
+    try:
+        box = json.loads(text)
+    except ValueError:
+        box = None
+    if not (isinstance(box, list) and len(box) == 4 and all(type(v) is int for v in box)):
+        raise ValueError(f"box must be [x, y, w, h] in whole pixels, got {text[:100]!r}")
+    return box
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound now so that a port in use is said before the network loads."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise AnimefaceError(f"serve: cannot listen on {host}:{port} ({reason}); "
+                             "choose another port with --port, or stop what is using it") from None
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def run(app, sock: socket.socket) -> None:
+    """Serve on the socket until interrupted (Ctrl+C)."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
