@@ -3,9 +3,9 @@
 The method is average linkage on cosine similarity, over a FAISS neighbour graph so
 that memory grows with the number of faces, not its square:
 
-- the vectors are centred on the collection's own mean first: a set of pictures
-  shares a style that the projection, trained on other characters, does not remove,
-  and that common part makes every pair look alike;
+- similarity is measured once the collection's own mean is removed (Centred): a set
+  of pictures shares a style that the projection, trained on other characters, does
+  not remove, and that common part makes every pair look alike;
 - two groups merge while the mean similarity of their pairs clears the threshold.
   Pairs that are not neighbours count as 0, what two different characters score
   after centring, so leaving them out never joins two groups;
@@ -26,6 +26,7 @@ import html
 import io
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,27 +61,62 @@ def threshold_from(calibration: dict | None) -> float:
     return (same + different) / 2
 
 
-def centred(vectors: np.ndarray) -> np.ndarray:
-    """Unit vectors centred on their mean: what is compared when grouping."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    shifted = vectors - vectors.mean(axis=0)
-    norms = np.linalg.norm(shifted, axis=1, keepdims=True)
-    return shifted / np.maximum(norms, 1e-12)
+class Centred:
+    """Cosine similarity of faces once what the whole set has in common, its mean, is removed.
+
+    The mean is estimated without bias however few faces there are: for each pair, from
+    the other faces only, and its length from their pairs alone. A plain mean shifts every
+    similarity by about 1/n, which would make a threshold calibrated on hundreds of faces
+    wrong for a folder of a dozen.
+    """
+
+    def __init__(self, vectors: np.ndarray):
+        unit = np.asarray(vectors, dtype=np.float32)
+        self.unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+        self.n = len(unit)
+        total = self.unit.sum(axis=0, dtype=np.float64)
+        self.to_total = self.unit @ total  # each face's dot product with the sum of all
+        self.total_sq = float(total @ total)
+        shifted = self.unit - (total / self.n).astype(np.float32)
+        #: Unit vectors centred on the plain mean: good enough to find each face's neighbours.
+        self.for_search = shifted / np.maximum(np.linalg.norm(shifted, axis=1, keepdims=True), 1e-12)
+
+    def similarity(self, i, j, dot) -> np.ndarray:
+        """The similarity of faces i and j (arrays of rows) whose plain dot products are `dot`."""
+        rest = self.n - 2
+        i_to_mean = (self.to_total[i] - 1 - dot) / rest
+        j_to_mean = (self.to_total[j] - 1 - dot) / rest
+        # the mean's squared length from the pairs of the other faces only: a mean of few faces
+        # also carries their own noise, which would make every pair look more alike
+        rest_sum_sq = self.total_sq - 2 * self.to_total[i] - 2 * self.to_total[j] + 2 + 2 * dot
+        mean_sq = (rest_sum_sq - rest) / (rest * (rest - 1))
+        norms_sq = (1 - 2 * i_to_mean + mean_sq) * (1 - 2 * j_to_mean + mean_sq)
+        return (dot - i_to_mean - j_to_mean + mean_sq) / np.sqrt(np.maximum(norms_sq, 1e-12))
+
+    def pairs(self, i: np.ndarray, j: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """similarity() of the pairs (i[k], j[k]), their dot products computed a chunk at a time."""
+        dot = np.concatenate([np.einsum("ij,ij->i", self.unit[i[s:s + chunk]], self.unit[j[s:s + chunk]])
+                              for s in range(0, len(i), chunk)] or [np.zeros(0, np.float32)])
+        return self.similarity(i, j, dot.astype(np.float64))
+
+    def within(self, rows: np.ndarray) -> np.ndarray:
+        """The matrix of similarities among `rows`, diagonal included (meaningless there)."""
+        return self.similarity(rows[:, None], rows[None, :], (self.unit[rows] @ self.unit[rows].T).astype(np.float64))
 
 
 def group(vectors: np.ndarray, threshold: float, min_size: int = MIN_GROUP, neighbours: int = NEIGHBOURS) -> np.ndarray:
     """A group number per vector, -1 for ungrouped; groups are numbered 0, 1, ... largest first."""
     n = len(vectors)
-    if n < min_size:
+    if n < max(min_size, 4):
         return np.full(n, -1)
-    unit = centred(vectors)
-    first, second, similarity = neighbour_pairs(unit, min(neighbours, n - 1))
-    labels = average_linkage(n, first, second, similarity, threshold)
-    return _number_by_size(_trim(unit, labels, threshold, min_size))
+    faces = Centred(vectors)
+    first, second = neighbour_pairs(faces.for_search, min(neighbours, n - 1))
+    labels = average_linkage(n, first, second, faces.pairs(first, second), threshold)
+    return _number_by_size(_trim(faces, labels, threshold, min_size))
 
 
-def neighbour_pairs(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each face's k most similar faces, as unique pairs (i < j) with their cosine similarity."""
+def neighbour_pairs(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each face's k most similar faces (by inner product), as unique pairs (i < j)."""
     import faiss
 
     n, dim = unit.shape
@@ -93,13 +129,13 @@ def neighbour_pairs(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, n
         index.train(unit[np.sort(sample)])
         index.nprobe = 16
     index.add(unit)
-    sims, ids = index.search(unit, k + 1)
+    _, ids = index.search(unit, k + 1)
     rows = np.repeat(np.arange(n), k + 1)
-    ids, sims = ids.ravel(), sims.ravel()
+    ids = ids.ravel()
     valid = (ids >= 0) & (ids != rows)
     low, high = np.minimum(rows, ids)[valid], np.maximum(rows, ids)[valid]
     _, unique = np.unique(low.astype(np.int64) * n + high, return_index=True)
-    return low[unique], high[unique], sims[valid][unique]
+    return low[unique], high[unique]
 
 
 def average_linkage(n: int, first, second, similarity, threshold: float) -> np.ndarray:
@@ -143,22 +179,27 @@ def average_linkage(n: int, first, second, similarity, threshold: float) -> np.n
         roots = above
 
 
-def _trim(unit: np.ndarray, labels: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
+def _trim(faces: Centred, labels: np.ndarray, threshold: float, min_size: int, chunk: int = 2048) -> np.ndarray:
     """Ungroup faces whose mean similarity to the rest of their group falls below the
     threshold, then groups left smaller than min_size; -1 marks ungrouped."""
     labels = labels.copy()
     for _ in range(2):  # a dissolved group changes no other, but a trimmed face changes its group's mean
         _dissolve_small(labels, min_size)
-        grouped = np.flatnonzero(labels >= 0)
-        if not len(grouped):
-            break
-        ids, where, counts = np.unique(labels[grouped], return_inverse=True, return_counts=True)
-        sums = np.zeros((len(ids), unit.shape[1]), dtype=np.float64)
-        np.add.at(sums, where, unit[grouped])
-        own = np.einsum("ij,ij->i", sums[where] - unit[grouped], unit[grouped]) / (counts[where] - 1)
-        labels[grouped[own < threshold]] = -1
+        for number in np.unique(labels[labels >= 0]):
+            members = np.flatnonzero(labels == number)
+            own = np.concatenate([_row_means(faces, members, members[s:s + chunk])
+                                  for s in range(0, len(members), chunk)])
+            labels[members[own < threshold]] = -1
     _dissolve_small(labels, min_size)
     return labels
+
+
+def _row_means(faces: Centred, members: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each of rows' mean similarity to the other members."""
+    dot = (faces.unit[rows] @ faces.unit[members].T).astype(np.float64)
+    similarity = faces.similarity(rows[:, None], members[None, :], dot)
+    similarity[rows[:, None] == members[None, :]] = 0.0
+    return similarity.sum(axis=1) / (len(members) - 1)
 
 
 def _dissolve_small(labels: np.ndarray, min_size: int) -> None:
@@ -250,11 +291,11 @@ class Clusters:
                          for f, g in zip(self.faces, self.group)]}
         write_bytes(folder / VECTORS_FILE, buffer.getvalue())
         write_bytes(folder / RUN_FILE, json.dumps(run, ensure_ascii=False, indent=1).encode("utf-8", "backslashreplace"))
-        write_bytes(folder / SHEET_FILE, contact_sheet(self).encode("utf-8", "backslashreplace"))
+        write_bytes(folder / SHEET_FILE, contact_sheet(self, folder).encode("utf-8", "backslashreplace"))
         return folder / SHEET_FILE
 
     @classmethod
-    def load(cls, folder: Path) -> tuple["Clusters", dict]:
+    def load(cls, folder: Path) -> tuple[Clusters, dict]:
         """Read a saved run and the embedder description it was made with; nothing in it can run
         code, and a damaged or foreign file is a ClusterError naming it."""
         folder = Path(folder)
@@ -302,8 +343,9 @@ def check_free(folder: Path) -> None:
             raise ClusterError(f"{Path(folder) / name} already exists: choose a new folder for --out")
 
 
-def contact_sheet(clusters: Clusters) -> str:
-    """A page of face thumbnails, one section per group, largest first, for a person choosing names."""
+def contact_sheet(clusters: Clusters, folder: Path) -> str:
+    """A page of face thumbnails, one section per group, largest first, for a person choosing names;
+    under each group, the command that names it from `folder`, where the run is saved."""
     def tile(row: int) -> str:
         face = clusters.faces[row]
         title = html.escape(f"{face.source} at {tuple(face.box)}", quote=True)
@@ -320,7 +362,8 @@ def contact_sheet(clusters: Clusters) -> str:
     parts = []
     for g in range(int(clusters.group.max()) + 1 if len(clusters.group) else 0):
         rows = np.flatnonzero(clusters.group == g)
-        hint = f'<p class="how"><code>animeface enroll NAME --cluster {g + 1} --from THIS_FOLDER</code></p>'
+        command = f"animeface enroll NAME --cluster {g + 1} --from {shlex.quote(str(folder))}"
+        hint = f'<p class="how"><code>{html.escape(command)}</code></p>'
         parts.append(section(f"Group {g + 1}: {len(rows)} faces", rows, SHOWN_PER_GROUP, hint))
     ungrouped = np.flatnonzero(clusters.group < 0)
     if len(ungrouped):

@@ -319,9 +319,9 @@ class Recognizer:
 
         ready = pipelined(prepare, images, jobs, window=chunk + 2 * jobs)
         with self._progress(None, "cluster", total=len(images)) as bar:
-            while batch := [item for _, item in zip(range(chunk), ready)]:
-                failed += [str(faces_in) for faces_in, _ in batch if isinstance(faces_in, ImageError)]
-                batch = [(f, c) for faces_in, crops in batch if not isinstance(faces_in, ImageError)
+            while pictures := [item for _, item in zip(range(chunk), ready)]:
+                failed += [str(faces_in) for faces_in, _ in pictures if isinstance(faces_in, ImageError)]
+                batch = [(f, c) for faces_in, crops in pictures if not isinstance(faces_in, ImageError)
                          for f, c in zip(faces_in, crops)]
                 if batch:
                     embedded = self.embedder.embed(np.stack([c for _, c in batch]))
@@ -334,7 +334,7 @@ class Recognizer:
                         vectors.append(vector)
                         if thumbnails:
                             thumbs.append(thumbnail(crop))
-                bar.update(chunk)
+                bar.update(len(pictures))
         vectors = np.stack(vectors) if vectors else np.zeros((0, self.embedder.dim), np.float32)
         return Clusters(found, vectors, group(vectors, threshold), threshold, named, failed,
                         thumbs if thumbnails else None)

@@ -48,7 +48,7 @@ def test_a_group_smaller_than_the_minimum_is_left_ungrouped():
 
 
 def test_the_inverted_index_for_large_sets_groups_as_the_exact_one(monkeypatch):
-    vectors, truth = characters_and_strangers(np.random.default_rng(3), characters=4, per=60, strangers=20)
+    vectors, _ = characters_and_strangers(np.random.default_rng(3), characters=4, per=60, strangers=20)
     exact = cluster.group(vectors, threshold=0.2)
     monkeypatch.setattr(cluster, "EXACT_LIMIT", 100)
     approximate = cluster.group(vectors, threshold=0.2)

@@ -1,0 +1,84 @@
+"""How grouping faces (animeface.cluster.group) grows with the number of vectors: time and memory.
+
+Each size runs in a fresh process, so its peak memory is its own. The vectors are made
+to look like the shipped embedder's after centring: characters of about 30 faces whose
+pairs score about 0.09, the calibration's same-character mean, and 10% strangers. They
+measure cost, not accuracy (that is benchmarks/cluster_quality.py, on real faces).
+
+    python benchmarks/cluster_scale.py                      # 1,000 / 10,000 / 100,000 vectors
+    python benchmarks/cluster_scale.py --sizes 1000 10000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+DIM = 768
+FACES_PER_CHARACTER = 30
+SAME_PAIR_SIMILARITY = 0.09
+
+
+def vectors(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    characters = max(1, int(0.9 * n) // FACES_PER_CHARACTER)
+    truth = np.concatenate([rng.integers(0, characters, int(0.9 * n)), np.full(n - int(0.9 * n), -1)])
+    centres = rng.normal(size=(characters, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    weight = np.sqrt(SAME_PAIR_SIMILARITY / (1 - SAME_PAIR_SIMILARITY))
+    noise = rng.normal(size=(n, DIM)).astype(np.float32) / np.sqrt(DIM)
+    out = noise + weight * np.where(truth[:, None] >= 0, centres[truth.clip(0)], 0)
+    return out / np.linalg.norm(out, axis=1, keepdims=True), truth
+
+
+def measure(n: int) -> dict:
+    """One size, in this process: seconds, peak memory above the vectors themselves, and the groups."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from animeface.cluster import group
+
+    data, truth = vectors(n)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    labels = group(data, threshold=SAME_PAIR_SIMILARITY / 2)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    grouped = labels >= 0
+    return {"n": n, "seconds": seconds, "extra_peak_mb": (peak - before) / 1024, "vectors_mb": data.nbytes / 2 ** 20,
+            "groups": int(labels.max()) + 1, "grouped": float(grouped.mean()),
+            "ari_on_grouped": float(adjusted_rand_score(truth[grouped], labels[grouped])) if grouped.any() else 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--repeats", type=int, default=1, help="runs per size; the median is printed")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one)))
+        return
+    print(f"{'vectors':>8} {'median s':>9} {'per 1k':>7} {'extra peak MB':>14} {'vectors MB':>11} {'groups':>7} "
+          f"{'grouped':>8} {'ARI':>5}")
+    previous = None
+    for n in args.sizes:
+        runs = [json.loads(subprocess.run([sys.executable, __file__, "--one", str(n)], check=True,
+                                          capture_output=True, text=True).stdout) for _ in range(args.repeats)]
+        seconds = float(np.median([r["seconds"] for r in runs]))
+        r = runs[0]
+        growth = f"  x{seconds / previous:.1f} time for x{n / args.sizes[args.sizes.index(n) - 1]:.0f} vectors" \
+            if previous else ""
+        print(f"{n:>8} {seconds:>9.2f} {1000 * seconds / n:>7.3f} {np.median([x['extra_peak_mb'] for x in runs]):>14.0f} "
+              f"{r['vectors_mb']:>11.0f} {r['groups']:>7} {r['grouped']:>8.2f} {r['ari_on_grouped']:>5.2f}{growth}",
+              flush=True)
+        previous = seconds
+
+
+if __name__ == "__main__":
+    main()
