@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "sort", "sort a folder of pictures into one folder per character", cmd_sort,
                  "animeface sort ~/Downloads/anime ~/Pictures/by-character\n"
                  "animeface sort SRC DST --move --dry-run         # see what would happen\n"
+                 "animeface sort SRC DST --group-unknown           # unknown pictures into _unknown/group-01/, ...\n"
                  "animeface sort --undo DST                        # reverse the latest sort into DST")
     p.add_argument("src", nargs="?", metavar="SRC", help="folder of pictures (walked recursively)")
     p.add_argument("dst", nargs="?", metavar="DST", help="destination: DST/<character>/, DST/_unknown/, DST/_noface/")
@@ -160,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", choices=["detect", "auto"], default="detect",
                    help="detect (default: a picture with no face found goes to _noface/), or auto: also face "
                         "crops, taken whole")
+    p.add_argument("--group-unknown", action="store_true",
+                   help="file the pictures with no named face into _unknown/group-01/, group-02/, ... by character "
+                        "(01 the largest group), grouped as 'animeface cluster' groups them; a picture whose faces "
+                        "fit no group goes to _unknown/. Needs no gallery: without one, every picture with a face "
+                        "is grouped")
+    p.add_argument("--similarity", type=float, metavar="S",
+                   help="with --group-unknown: mean cosine similarity two groups need to merge (default: from the "
+                        "embedder's calibration; higher gives smaller, purer groups)")
     p.add_argument("--jobs", type=int, metavar="N", help="decoding and detecting threads (default: CPU count)")
     p.add_argument("--undo", metavar="DST", help="reverse the latest sort into DST instead")
 
@@ -488,13 +497,19 @@ def cmd_sort(args) -> int:
         raise UsageError("sort: give SRC and DST (or --undo DST)")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("sort: --jobs must be at least 1")
-    rec = open_recognizer(args)
-    _warn_if_empty(rec)
-    if rec.characters:
+    if args.similarity is not None and not args.group_unknown:
+        raise UsageError("sort: --similarity goes with --group-unknown")
+    rec = open_recognizer(args, create=args.group_unknown)  # grouping needs no gallery
+    if not args.group_unknown:
+        _warn_if_empty(rec)
+    elif not rec.characters:
+        _say(f"no characters in {rec.path}: every face is unknown, and grouped by character")
+    if rec.characters or args.group_unknown:
         load_embedder(rec, args)
     try:
         summary = sort_folder(rec, args.src, args.dst, move=args.move, dry_run=args.dry_run, faces=args.faces,
-                              jobs=args.jobs, progress=_progress(args), log=tqdm.write if args.dry_run else None)
+                              jobs=args.jobs, progress=_progress(args), log=tqdm.write if args.dry_run else None,
+                              group_unknown=args.group_unknown, similarity=args.similarity)
     except KeyboardInterrupt:
         _say("interrupted; run the same command again to carry on, "
              f"or 'animeface sort --undo {args.dst}' to reverse it")

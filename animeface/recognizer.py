@@ -414,10 +414,12 @@ class Recognizer:
             return [], []
         return [WholePicture(0, 0, w, h, 1.0)], [whole_image(rgb, size)]
 
-    def vectors_for(self, crops: list[np.ndarray]) -> np.ndarray | None:
+    def vectors_for(self, crops: list[np.ndarray], keep: bool = False) -> np.ndarray | None:
         """The crops' vectors, or None when there is nothing to compare them with (no crops,
-        or an empty gallery), so naming against an empty gallery never loads the network."""
-        return self.embedder.embed(np.stack(crops)) if crops and len(self.gallery) else None
+        or an empty gallery), so naming against an empty gallery never loads the network;
+        keep=True embeds them for an empty gallery too, for callers that use the vectors
+        themselves (sort grouping unknown faces)."""
+        return self.embedder.embed(np.stack(crops)) if crops and (keep or len(self.gallery)) else None
 
     def name_faces(self, vectors: np.ndarray | None, boxes: list[Box]) -> list[Face]:
         """Apply the decision rule to embedded faces."""

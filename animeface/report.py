@@ -53,7 +53,7 @@ def _csv(fh, records: list[dict]) -> None:
         faces = r["faces"]
         out.writerow([
             r["src"], r["status"],
-            ";".join(f["label"] or "unknown" for f in faces),
+            ";".join(f["label"] or f.get("group", "unknown") for f in faces),
             ";".join(f"{f['score']:.3f}" if f["label"] or not f.get("best") else f"best guess {f['best'][0]} {f['best'][1]:.3f}"
                      for f in faces),
             ";".join(" ".join(str(v) for v in f["box"]) for f in faces),
@@ -89,7 +89,8 @@ def _html(state_dir: Path, records: list[dict], summary) -> str:
     for r in records:
         for p in r["placed"]:
             groups.setdefault(p["folder"], []).append((r, p))
-    order = sorted(k for k in groups if not k.startswith("_")) + [k for k in ("_unknown", "_noface") if k in groups]
+    order = (sorted(k for k in groups if not k.startswith("_")) + [k for k in ("_unknown",) if k in groups]
+             + sorted(k for k in groups if k.startswith("_unknown/")) + [k for k in ("_noface",) if k in groups])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>animeface sort report</title>"
              f"<style>{CSS}</style></head><body><h1>animeface sort report</h1>",
              f"<p class='muted'>{summary.files} file(s) in {summary.elapsed:.1f} s; copied {summary.copied}, "
@@ -115,7 +116,7 @@ def _card(state_dir: Path, r: dict, placed: dict) -> str:
     e = html.escape
     height, width = r["shape"]
     folder = placed["folder"]
-    mine = [f for f in r["faces"] if f["label"] == folder or (folder == "_unknown" and not f["label"])]
+    mine = [f for f in r["faces"] if f["label"] == folder or (not f["label"] and f.get("group", "_unknown") == folder)]
     boxes = []
     for f in r["faces"]:
         x, y, w, h = f["box"]

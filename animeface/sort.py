@@ -4,6 +4,16 @@ Stages: walk SRC -> read, hash, decode, detect and crop in a thread pool (OpenCV
 and PIL release the GIL) -> embed in batches on the main thread and name the
 faces -> place each picture in its folders -> journal each step -> report.
 
+With group_unknown, the pictures with no named face wait (their vectors kept,
+not their pixels) until every picture is named; then their faces are grouped by
+character (cluster.group) and each picture goes to _unknown/group-NN/ of each
+group its faces fall in (01 the largest), or to _unknown/ when none fits a group.
+A picture with a named face is placed by its names alone, as without grouping,
+and its unknown faces are not grouped, so _unknown/ and its groups hold exactly
+the pictures nobody in the gallery is in. The groups are journalled before the
+first of those pictures is placed, so a resumed run files the rest into the
+same groups rather than grouping what is left anew.
+
 The promises, and how they are kept:
 - nothing is overwritten: a copy is written to a new, uniquely named temporary
   file (files.write_file), checked (size and sha256) and then hard-linked to a
@@ -38,6 +48,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 
 from . import files, report
 from .errors import AnimefaceError, ImageError
@@ -94,9 +105,10 @@ class SortSummary:
         lines = [f"{head} {self.files} file(s) in {self.elapsed:.1f} s"
                  + (f" (carried on the interrupted run started {self.resumed_from}: {self.resumed} "
                     "done before the interruption)" if self.resumed_from else "")]
-        lines += [f"  {name}/: {n}" for name, n in sorted(self.folders.items()) if name not in (UNKNOWN, NOFACE)]
-        lines += [f"  {UNKNOWN}/ (unknown faces only): {self.folders[UNKNOWN]}",
-                  f"  {NOFACE}/ (no face found): {self.folders[NOFACE]}",
+        lines += [f"  {name}/: {n}" for name, n in sorted(self.folders.items()) if not name.startswith("_")]
+        lines += [f"  {UNKNOWN}/ (unknown faces only): {self.folders[UNKNOWN]}"]
+        lines += [f"  {name}/: {n}" for name, n in sorted(self.folders.items()) if name.startswith(UNKNOWN + "/")]
+        lines += [f"  {NOFACE}/ (no face found): {self.folders[NOFACE]}",
                   f"  left in place (not readable images, or failed): {len(self.left)}"]
         lines += [f"    {path}: {why}" for path, why in self.left[:LISTED]]
         if len(self.left) > LISTED:
@@ -329,18 +341,22 @@ def _looks_like_image(path: Path) -> bool:
 
 
 def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = False, faces: str = "detect",
-                jobs: int | None = None, progress: bool = False,
-                log: Callable[[str], None] | None = None) -> SortSummary:
+                jobs: int | None = None, progress: bool = False, log: Callable[[str], None] | None = None,
+                group_unknown: bool = False, similarity: float | None = None) -> SortSummary:
     """Sort every file under src into dst/<character>/, dst/_unknown/ and dst/_noface/.
 
     A picture goes to the folder of each known character in it; files that are
     not readable pictures stay where they are. Copies by default; move=True
     removes each source once all its copies are checked. dry_run=True changes
-    nothing and calls log(line) for each action a real run would take. The
-    latest run into dst, if it was interrupted (same src and mode), is resumed.
-    The journal, report.csv and report.html go to dst/.animeface/. Raises
+    nothing and calls log(line) for each action a real run would take.
+    group_unknown=True files the pictures with no named face into
+    dst/_unknown/group-01/, group-02/, ... by character (see the module's
+    docstring); similarity is the grouping threshold, by default the one
+    `animeface cluster` takes from the embedder's calibration. The latest run
+    into dst, if it was interrupted (same src and mode), is resumed. The
+    journal, report.csv and report.html go to dst/.animeface/. Raises
     SortError when another sort or undo into dst is running, or dst cannot be
-    written to.
+    written to, and ClusterError when grouping has no threshold.
     """
     started = time.monotonic()
     src, dst = Path(src).expanduser().resolve(), Path(dst).expanduser().resolve()
@@ -355,15 +371,23 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     jobs = jobs or available_cores()
+    threshold = None
+    if group_unknown:
+        from .cluster import threshold_from
+
+        threshold = threshold_from(recognizer.embedder.pair_similarity) if similarity is None else float(similarity)
     with nullcontext() if dry_run else _lock(dst):
-        return _sort(recognizer, src, dst, move, dry_run, faces, jobs, progress, log or (lambda line: None), started)
+        return _sort(recognizer, src, dst, move, dry_run, faces, jobs, progress, log or (lambda line: None), started,
+                     threshold)
 
 
 def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: str, jobs: int, progress: bool,
-          log: Callable[[str], None], started: float) -> SortSummary:
+          log: Callable[[str], None], started: float, threshold: float | None) -> SortSummary:
+    """The run itself; threshold is None unless unknown pictures are grouped."""
+    grouping = threshold is not None
     if not dry_run:
         _remove_leftovers(dst)
-    entries = _resumable(dst, src, move)
+    entries = _resumable(dst, src, move, grouping)
     finished = [e for e in entries if e["op"] == "done"]
     if dry_run:
         journal = _NoJournal()
@@ -372,7 +396,7 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
         journal.write("resume", at=datetime.now().isoformat(timespec="seconds"))
     else:
         journal = Journal(Journal.new_path(dst))
-        journal.write("run", src=str(src), dst=str(dst), move=move, faces=faces,
+        journal.write("run", src=str(src), dst=str(dst), move=move, faces=faces, group_unknown=grouping,
                       at=datetime.now().isoformat(timespec="seconds"))
     done_paths = {e["src"] for e in finished}
     todo = [f for f in walk(src, dst) if str(f) not in done_paths]
@@ -383,6 +407,7 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
 
     from tqdm import tqdm
 
+    held: list[Unknown] | None = [] if grouping else None
     bar = tqdm(total=len(todo), desc="sort", unit="img", disable=not progress, smoothing=0.1)
     try:
         batch: list[Picture] = []
@@ -390,11 +415,15 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
         for pic in pictures:
             batch.append(pic)
             if sum(len(p.crops) for p in batch) >= EMBED_BATCH:
-                records += _name_and_place(recognizer, batch, placer)
+                records += _name_and_place(recognizer, batch, placer, held)
                 bar.update(len(batch))
                 batch = []
-        records += _name_and_place(recognizer, batch, placer)
+        records += _name_and_place(recognizer, batch, placer, held)
         bar.update(len(batch))
+        bar.close()
+        if grouping:
+            planned = next((e["groups"] for e in entries if e["op"] == "groups"), None)
+            records += _place_groups(held, planned, threshold, placer, journal, progress)
         elapsed = time.monotonic() - started
         journal.write("end", elapsed=round(elapsed, 3))
     finally:
@@ -428,34 +457,88 @@ def _lock(dst: Path) -> files.FolderLock:
 
 
 def _remove_leftovers(dst: Path) -> None:
-    """Temporary files a killed run left in dst's folders (only ours: files.leftovers)."""
-    for folder in [dst] + [p for p in dst.iterdir() if p.is_dir() and not p.is_symlink()]:
+    """Temporary files a killed run left in dst's folders and _unknown/'s group folders (only ours: files.leftovers)."""
+    def folders(parent: Path) -> list[Path]:
+        return [p for p in parent.iterdir() if p.is_dir() and not p.is_symlink()]
+
+    unknown = dst / UNKNOWN
+    groups = folders(unknown) if unknown.is_dir() and not unknown.is_symlink() else []
+    for folder in [dst] + folders(dst) + groups:
         files.remove_leftover_files(folder)
 
 
-def _resumable(dst: Path, src: Path, move: bool) -> list[dict]:
+def _resumable(dst: Path, src: Path, move: bool, grouping: bool) -> list[dict]:
     """The entries of the latest journal in dst if it is an unfinished run of the same src and mode, else []."""
     path = Journal.latest(dst)
     entries = Journal.read(path) if path else []
     if not entries or entries[0].get("op") != "run":
         return []
     head = entries[0]
-    if head.get("src") != str(src) or head.get("move") != move or any(e["op"] in ("end", "undo") for e in entries):
+    if head.get("src") != str(src) or head.get("move") != move or head.get("group_unknown", False) != grouping \
+            or any(e["op"] in ("end", "undo") for e in entries):
         return []
     return entries
 
 
-def _name_and_place(recognizer, batch: list[Picture], placer: "_Placer") -> list[dict]:
-    """Embed the batch's crops in one go, name each picture's faces, and place the pictures."""
+@dataclass
+class Unknown:
+    """A picture with faces, none of them named, waiting for the grouping: its faces and their vectors."""
+
+    picture: Picture
+    faces: list
+    vectors: np.ndarray
+
+
+def _name_and_place(recognizer, batch: list[Picture], placer: "_Placer", held: list[Unknown] | None) -> list[dict]:
+    """Embed the batch's crops in one go, name each picture's faces, and place the pictures;
+    with held (a list) given, pictures with faces but no named face go there instead, without their crops."""
     crops = [c for pic in batch for c in pic.crops]
-    vectors = recognizer.vectors_for(crops)
+    vectors = recognizer.vectors_for(crops, keep=held is not None)
     records, offset = [], 0
     for pic in batch:
         n = len(pic.boxes)
-        named = recognizer.name_faces(None if vectors is None else vectors[offset:offset + n], pic.boxes)
+        mine = None if vectors is None else vectors[offset:offset + n]
+        named = recognizer.name_faces(mine, pic.boxes)
         offset += n
-        records.append(placer.place(pic, named))
+        if held is not None and named and not any(f.label for f in named):
+            pic.crops = []
+            held.append(Unknown(pic, named, mine))
+        else:
+            records.append(placer.place(pic, named))
     return records
+
+
+def _place_groups(held: list[Unknown], planned: dict | None, threshold: float, placer: "_Placer", journal,
+                  progress: bool) -> list[dict]:
+    """Group the held pictures' faces and place each picture in its groups' folders.
+
+    The folder of every face is journalled (op "groups") before any picture is
+    placed. A resumed run that finds that entry files its pictures by it, and a
+    picture the entry does not hold (new, or changed since) goes to _unknown/.
+    """
+    if planned is None:
+        folders = iter(group_folders(np.concatenate([h.vectors for h in held]), threshold) if held else [])
+        planned = {str(h.picture.path): {"sha256": h.picture.sha256, "folders": [next(folders) for _ in h.faces]}
+                   for h in held}
+        journal.write("groups", threshold=threshold, groups=planned)
+    from tqdm import tqdm
+
+    records = []
+    for h in tqdm(held, desc="sort: unknown groups", unit="img", disable=not progress):
+        plan = planned.get(str(h.picture.path))
+        fits = plan and plan["sha256"] == h.picture.sha256 and len(plan["folders"]) == len(h.faces)
+        records.append(placer.place(h.picture, h.faces, plan["folders"] if fits else None))
+    return records
+
+
+def group_folders(vectors: np.ndarray, threshold: float) -> list[str | None]:
+    """Each face's group folder, _unknown/group-01 for the largest group (three digits from 100
+    groups on), or None for a face that fits no group."""
+    from .cluster import group
+
+    numbers = group(vectors, threshold)
+    width = max(2, len(str(numbers.max() + 1)))
+    return [f"{UNKNOWN}/group-{n + 1:0{width}d}" if n >= 0 else None for n in numbers.tolist()]
 
 
 class _Placer:
@@ -466,17 +549,20 @@ class _Placer:
         self.made = made  # files an interrupted attempt of this run already copied
         self.folders = Folders()
 
-    def place(self, pic: Picture, faces) -> dict:
+    def place(self, pic: Picture, faces, groups: list[str | None] | None = None) -> dict:
+        """Place the picture in the folder of each named face, else of each unknown face's group
+        (groups: a folder or None per face), else in _unknown/ or _noface/."""
+        groups = groups or [None] * len(faces)
         record = {"src": str(pic.path), "status": "unreadable", "reason": pic.error, "sha256": pic.sha256,
-                  "size": pic.size, "shape": list(pic.shape), "faces": [_face_record(f) for f in faces],
-                  "placed": [], "removed": False}
+                  "size": pic.size, "shape": list(pic.shape),
+                  "faces": [_face_record(f, g) for f, g in zip(faces, groups)], "placed": [], "removed": False}
         if pic.error:
             self.log(f"leave {pic.path}: {pic.error}")
         else:
             names = list(dict.fromkeys(f.label for f in faces if f.label))
             record["status"] = "sorted" if names else "unknown" if faces else "noface"
             try:
-                for folder in names or [UNKNOWN if faces else NOFACE]:
+                for folder in names or sorted(set(filter(None, groups))) or [UNKNOWN if faces else NOFACE]:
                     record["placed"].append(self._put(pic, folder))
                 if self.move:
                     self._remove_source(pic)
@@ -528,10 +614,12 @@ def _sha256_regular(path: Path) -> str:
     return h.hexdigest()
 
 
-def _face_record(face) -> dict:
+def _face_record(face, group: str | None = None) -> dict:
+    """A face as the journal and the report keep it; group is the folder of its group, if it has one."""
     best = face.candidates[0] if face.candidates else None
     return {"box": list(face.box), "label": face.label, "score": round(face.score, 4),
-            "best": [best[0], round(best[1], 4)] if best else None, "reason": face.reason}
+            "best": [best[0], round(best[1], 4)] if best else None, "reason": face.reason,
+            **({"group": group} if group else {})}
 
 
 # -- undo ----------------------------------------------------------------------------
@@ -595,8 +683,10 @@ def _undo(dst: Path, log: Callable[[str], None]) -> UndoSummary:
             copy.unlink()
             summary.removed += 1
             log(f"remove {copy}")
-            if copy.parent != dst and not any(copy.parent.iterdir()):
-                copy.parent.rmdir()
+            folder = copy.parent  # and the folders the sort made that are now empty: _unknown/group-01/, _unknown/
+            while folder != dst and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
     if not summary.kept:
         journal.write("undone", at=datetime.now().isoformat(timespec="seconds"))
     journal.close()

@@ -68,3 +68,23 @@ def test_a_full_notop_file_in_the_keras_2_layout_gives_the_same_backbone(real_we
     embedder = Embedder(str(full))
     assert embedder.backbone_id == Embedder("imagenet").backbone_id == Embedder(real_weights).backbone_id
     assert embedder.projection is not None, "the shipped projection applies to it"
+
+
+@pytest.mark.xfail(strict=True, reason="measured: with 6 crops each of gura and calli, --faces auto and an empty "
+                   "gallery, the calibrated threshold (0.033) forms no group and all 12 stay in _unknown/ (kiara+fauna "
+                   "and ame+bae: one mixed group of 5); 20 each still gives mixed groups. Grouping this few faces of "
+                   "two characters is not reliable yet")
+def test_sort_group_unknown_puts_two_characters_into_two_pure_groups(real_weights, tmp_path):
+    from animeface.sort import sort_folder
+
+    src, dst = tmp_path / "src", tmp_path / "sorted"
+    src.mkdir()
+    for name in ("gura", "calli"):
+        for path in crops(name, 0, 6):
+            (src / f"{name}-{path.name}").write_bytes(path.read_bytes())
+    rec = animeface.Recognizer(tmp_path / "g", backbone=real_weights, progress=False)
+    sort_folder(rec, src, dst, faces="auto", group_unknown=True)
+    groups = sorted(p for p in (dst / "_unknown").glob("group-*"))
+    characters = [{f.name.split("-")[0] for f in g.iterdir()} for g in groups]
+    assert [g.name for g in groups] == ["group-01", "group-02"] and sorted(map(len, characters)) == [1, 1], characters
+    assert characters[0] != characters[1]

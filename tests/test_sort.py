@@ -14,6 +14,8 @@ import sys
 import time
 from itertools import cycle
 
+import numpy as np
+
 import pytest
 from PIL import Image
 
@@ -217,3 +219,119 @@ def test_undo_of_an_interrupted_run_puts_moved_files_back(tmp_path, empty_rec, m
     assert len(tree(messy)) < len(before), "some files were moved before the interruption"
     undo(dst)
     assert tree(messy) == before and tree(dst) == {}
+
+
+# -- --group-unknown ---------------------------------------------------------------------
+#
+# Random weights make meaningless groups, so these tests fix the grouping: a similarity of -1
+# merges every face into one group, and where two groups are needed cluster.group is replaced.
+
+
+ONE_GROUP = -1.0
+
+
+@pytest.fixture
+def two_characters(tmp_path, shared_data):
+    """Six face crops each of two characters."""
+    src = tmp_path / "src"
+    for name in ("gura", "calli"):
+        for i, crop in enumerate(crops(name, 10, 6)):
+            put(src / name / f"{i}.jpg", crop.read_bytes())
+    return src
+
+
+def test_group_unknown_files_pictures_into_group_folders_without_overwriting(two_characters, tmp_path, empty_rec):
+    before, dst = tree(two_characters), tmp_path / "sorted"
+    put(dst / "_unknown" / "group-01" / "0.jpg", b"the user's own file")
+    planned, done = [], []
+    options = dict(faces="auto", group_unknown=True, similarity=ONE_GROUP)
+    sort_folder(empty_rec, two_characters, dst, dry_run=True, log=planned.append, **options)
+    assert set(tree(dst)) == {"_unknown/group-01/0.jpg"}, "a dry run writes nothing"
+    summary = sort_folder(empty_rec, two_characters, dst, log=done.append, **options)
+    assert planned == done
+    assert tree(two_characters) == before
+    after = tree(dst)
+    assert after["_unknown/group-01/0.jpg"] == hashlib.sha256(b"the user's own file").hexdigest()
+    assert {p.rsplit("/", 1)[0] for p in after} == {"_unknown/group-01"}
+    assert sorted(after.values()) == sorted([*before.values(), hashlib.sha256(b"the user's own file").hexdigest()])
+    assert "_unknown/group-01/: 12" in str(summary)
+    assert "_unknown/group-01" in (dst / ".animeface" / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_picture_goes_to_each_group_its_faces_fall_in(tmp_path, empty_rec, shared_data, monkeypatch):
+    from animeface import cluster
+
+    src = tmp_path / "src"
+    put(src / "group.jpg", (shared_data / "illustrations" / "set_b" / "test_1.jpg").read_bytes())
+    monkeypatch.setattr(cluster, "group", lambda vectors, threshold: np.arange(len(vectors)) % 2)
+    summary = sort_folder(empty_rec, src, tmp_path / "sorted", group_unknown=True, similarity=0.5)
+    assert set(tree(tmp_path / "sorted")) == {"_unknown/group-01/group.jpg", "_unknown/group-02/group.jpg"}
+    assert summary.folders == {"_unknown/group-01": 1, "_unknown/group-02": 1}
+
+
+def test_group_folders_are_numbered_from_the_largest_with_enough_digits(monkeypatch):
+    from animeface import cluster
+    from animeface.sort import group_folders
+
+    monkeypatch.setattr(cluster, "group", lambda vectors, threshold: np.array([1, 0, -1]))
+    assert group_folders(np.zeros((3, 4)), 0.5) == ["_unknown/group-02", "_unknown/group-01", None]
+    monkeypatch.setattr(cluster, "group", lambda vectors, threshold: np.arange(100))
+    assert group_folders(np.zeros((100, 4)), 0.5)[::99] == ["_unknown/group-001", "_unknown/group-100"]
+
+
+def test_group_unknown_without_a_gallery_and_undo_restores_the_source(two_characters, tmp_path, capsys):
+    before, dst = tree(two_characters), tmp_path / "sorted"
+    argv = ["sort", str(two_characters), str(dst), "--group-unknown", "--similarity", str(ONE_GROUP), "--move",
+            "--faces", "auto", "--backbone", RANDOM_BACKBONE, "-q"]
+    assert main(argv) == 0  # no gallery at ANIMEFACE_HOME: every face is unknown and grouped
+    assert tree(two_characters) == {}
+    assert {p.rsplit("/", 1)[0] for p in tree(dst)} == {"_unknown/group-01"}
+    assert "_unknown/group-01/: 12" in capsys.readouterr().out
+    assert main(["sort", "--undo", str(dst), "-q"]) == 0
+    assert tree(two_characters) == before
+    assert [p.name for p in dst.iterdir()] == [".animeface"], "the group folders are gone too"
+    assert main(["sort", str(two_characters), str(dst), "--similarity", "0.5"]) == 2
+
+
+def test_an_interrupted_group_unknown_run_resumes_into_the_same_groups(two_characters, tmp_path, empty_rec,
+                                                                       monkeypatch):
+    from animeface import cluster, sort
+
+    before, dst = tree(two_characters), tmp_path / "sorted"
+    options = dict(faces="auto", move=True, group_unknown=True, similarity=ONE_GROUP)
+    real_name_faces, real_copy = empty_rec.name_faces, sort.copy_verified
+    calls = []
+
+    def interrupt_naming(vectors, boxes):  # while naming: no unknown picture is placed yet
+        calls.append(1)
+        if len(calls) > 6:
+            raise KeyboardInterrupt
+        return real_name_faces(vectors, boxes)
+
+    monkeypatch.setattr(empty_rec, "name_faces", interrupt_naming)
+    with pytest.raises(KeyboardInterrupt):
+        sort_folder(empty_rec, two_characters, dst, jobs=1, **options)
+    monkeypatch.setattr(empty_rec, "name_faces", real_name_faces)
+    assert not (dst / "_unknown").exists()
+
+    copies = []
+
+    def interrupt_filing(*args):  # while filing the groups: some pictures are placed
+        copies.append(1)
+        if len(copies) > 4:
+            raise KeyboardInterrupt
+        real_copy(*args)
+
+    monkeypatch.setattr(sort, "copy_verified", interrupt_filing)
+    with pytest.raises(KeyboardInterrupt):
+        sort_folder(empty_rec, two_characters, dst, **options)
+    assert len(tree(dst / "_unknown")) == 4 and set(before.values()) == set(tree(two_characters).values()) | set(
+        tree(dst).values()), "nothing lost by either interruption"
+
+    monkeypatch.setattr(sort, "copy_verified", real_copy)
+    monkeypatch.setattr(cluster, "group", lambda *args: pytest.fail("a resumed run groups again"))
+    summary = sort_folder(empty_rec, two_characters, dst, **options)
+    assert summary.resumed == 4 and summary.folders["_unknown/group-01"] == 12
+    assert tree(two_characters) == {} and {p.rsplit("/", 1)[0] for p in tree(dst)} == {"_unknown/group-01"}
+    undo(dst)
+    assert tree(two_characters) == before and tree(dst) == {}
