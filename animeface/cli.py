@@ -33,8 +33,8 @@ BACKBONE_HELP = ("embedder backbone: 'imagenet' (the default; downloaded once), 
 PROJECTION_HELP = ("the embedder's trained projection: a NAME.npz made by 'animeface train' (its card NAME.json beside "
                    "it); default: the one shipped with animeface")
 FACES_HELP = ("how pictures become faces: detect (detected faces only), whole (each picture is a face crop), or "
-              "auto (detect; a picture with no face found, or a small square picture whose only detection is a "
-              "small part of it, is taken whole as a face crop, and the output says so)")
+              "auto (detect; a picture with no face found, or a small square picture (a face crop) with at most "
+              "one face found, is taken whole as a face crop, and the output says so)")
 #: Formats an annotated copy keeps; others (GIF) are written as PNG.
 WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -70,10 +70,6 @@ def test_a_full_notop_file_in_the_keras_2_layout_gives_the_same_backbone(real_we
     assert embedder.projection is not None, "the shipped projection applies to it"
 
 
-@pytest.mark.xfail(strict=True, reason="measured: with 6 crops each of gura and calli, --faces auto and an empty "
-                   "gallery, the calibrated threshold (0.033) forms no group and all 12 stay in _unknown/ (kiara+fauna "
-                   "and ame+bae: one mixed group of 5); 20 each still gives mixed groups. Grouping this few faces of "
-                   "two characters is not reliable yet")
 def test_sort_group_unknown_puts_two_characters_into_two_pure_groups(real_weights, tmp_path):
     from animeface.sort import sort_folder
 
