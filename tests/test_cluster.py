@@ -47,14 +47,6 @@ def test_a_group_smaller_than_the_minimum_is_left_ungrouped():
     assert (cluster.group(vectors, threshold=0.2) == -1).all()
 
 
-def test_the_inverted_index_for_large_sets_groups_as_the_exact_one(monkeypatch):
-    vectors, _ = characters_and_strangers(np.random.default_rng(3), characters=4, per=60, strangers=20)
-    exact = cluster.group(vectors, threshold=0.2)
-    monkeypatch.setattr(cluster, "EXACT_LIMIT", 100)
-    approximate = cluster.group(vectors, threshold=0.2)
-    assert (exact == approximate).mean() > 0.95
-
-
 def test_the_threshold_comes_from_the_shipped_calibration():
     card = json.loads((cluster.Path(animeface.__file__).parent.parent / "embeddings" / "anime-faces-v1.json").read_text())
     same, different = card["pair_similarity"]["same"], card["pair_similarity"]["different"]
