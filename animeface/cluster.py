@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import AnimefaceError
 from .files import read_npy, write_bytes
+from .gallery import face_problem
 
 #: Smallest group kept: enough faces to enroll a character from (5 shots is the fewest we measure naming with).
 MIN_GROUP = 5
@@ -295,6 +296,9 @@ class Clusters:
         code, and a damaged or foreign file is a ClusterError naming it."""
         folder = Path(folder)
         path = folder / RUN_FILE
+        if not path.is_file():
+            raise ClusterError(f"{folder}: no cluster run here (no {RUN_FILE}); make one with "
+                               f"'animeface cluster PATH... --out {folder}'")
         try:
             run = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(run, dict) or run.get("format_version") != RUN_FORMAT:
@@ -304,18 +308,23 @@ class Clusters:
                 raise ValueError("faces must be a list and embedder an object")
             parsed, group = [], []
             for face in faces:
-                box, number = face["box"], face["group"]
-                if not (isinstance(face["source"], str) and isinstance(face["sha256"], str)
-                        and isinstance(box, list) and len(box) == 4 and all(type(v) is int for v in box)
-                        and (number is None or type(number) is int and 1 <= number <= len(faces))):
-                    raise ValueError(f"face {len(parsed) + 1} is malformed")
-                parsed.append(ClusterFace(face["source"], box, face["sha256"]))
+                number = face.get("group") if isinstance(face, dict) else "missing"
+                problem = face_problem(face) if isinstance(face, dict) else ("", "must be an object")
+                if not problem and not all(type(v) is int and v >= 0 for v in face["box"]):
+                    problem = "box", "must be four whole numbers, none negative"
+                if not problem and not (number is None or type(number) is int and 1 <= number <= len(faces)):
+                    problem = "group", "must be a group number or null"
+                if problem:
+                    raise ValueError(f"faces[{len(parsed)}].{problem[0]} {problem[1]}")
+                parsed.append(ClusterFace(face["source"], face["box"], face["sha256"]))
                 group.append(number - 1 if number else -1)
             dim = run["dim"]
             if type(dim) is not int or not 0 < dim <= 65536:
                 raise ValueError("dim must be a whole number from 1 to 65536")
             with open(folder / VECTORS_FILE, "rb") as fh:
                 vectors = read_npy(fh, (len(parsed), dim), np.dtype("<f4"))
+            if len(vectors) and np.abs(np.linalg.norm(vectors, axis=1) - 1).max() > 1e-3:
+                raise ValueError(f"{VECTORS_FILE} holds vectors that are not of unit length, as embedded ones are")
             threshold = float(run["threshold"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ClusterError(f"{folder}: not a usable cluster run, as 'animeface cluster --out' writes "

@@ -306,13 +306,9 @@ def _check_description(d, path: Path) -> None:
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or not isinstance(e.get("label"), str):
             _fail(path, f"entries[{i}]", "must be an object with a label")
-        if not _is_text(e.get("source")):
-            _fail(path, f"entries[{i}].source", "must be text")
-        if not isinstance(e.get("sha256"), str) or not _SHA256.fullmatch(e["sha256"]):
-            _fail(path, f"entries[{i}].sha256", "must be 64 hexadecimal digits")
-        box = e.get("box", [0, 0, 1, 1])
-        if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v, -1e9, 1e9) for v in box):
-            _fail(path, f"entries[{i}].box", "must be four numbers")
+        problem = face_problem(e)
+        if problem:
+            _fail(path, f"entries[{i}].{problem[0]}", problem[1])
     if labels != list(dict.fromkeys(e["label"] for e in entries)):
         _fail(path, "labels", "must list each entry's label once, in order of first appearance")
     thresholds = d.get("thresholds")
@@ -321,6 +317,19 @@ def _check_description(d, path: Path) -> None:
             and _is_number(thresholds["similarity"], -2.0, 2.0) and _is_number(thresholds["probability"], 0.0, 1.0)
             and _is_text(thresholds["source"], 100)):
         _fail(path, "thresholds", "must be an object of similarity, probability (numbers in range) and source")
+
+
+def face_problem(face: dict) -> tuple[str, str] | None:
+    """(field, what is wrong) for the first bad field of a face record (its source picture,
+    the picture's sha256, its box), or None: what a gallery will accept from any file."""
+    if not _is_text(face.get("source")):
+        return "source", "must be text"
+    if not isinstance(face.get("sha256"), str) or not _SHA256.fullmatch(face["sha256"]):
+        return "sha256", "must be 64 hexadecimal digits"
+    box = face.get("box", [0, 0, 1, 1])
+    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v, -1e9, 1e9) for v in box):
+        return "box", "must be four numbers"
+    return None
 
 
 def _read_npy(fh, path: Path, shape: tuple, dtype: np.dtype) -> np.ndarray:

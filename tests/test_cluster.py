@@ -9,6 +9,7 @@ import pytest
 import animeface
 from animeface import cluster
 from animeface.cli import EXIT_ERROR, EXIT_OK, main
+from animeface.embed import Projection, shipped_projection
 
 from conftest import CASCADE, RANDOM_BACKBONE, SHARED, crops
 
@@ -48,7 +49,7 @@ def test_a_group_smaller_than_the_minimum_is_left_ungrouped():
 
 
 def test_the_threshold_comes_from_the_shipped_calibration():
-    card = json.loads((cluster.Path(animeface.__file__).parent.parent / "embeddings" / "anime-faces-v1.json").read_text())
+    card = Projection.load(shipped_projection()).card
     same, different = card["pair_similarity"]["same"], card["pair_similarity"]["different"]
     assert cluster.threshold_from(card["pair_similarity"]) == pytest.approx((same + different) / 2)
     with pytest.raises(cluster.ClusterError, match="calibration"):
@@ -122,7 +123,8 @@ def test_random_weights_have_no_calibration_so_the_threshold_must_be_given(pictu
     assert code == EXIT_ERROR and "calibration" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("damage", ["not json", "a pickle", "huge vectors", "a bad box"])
+@pytest.mark.parametrize("damage", ["not json", "a pickle", "huge vectors", "a bad box", "a negative box",
+                                    "an upper-case sha256", "vectors not of unit length", "no run at all"])
 def test_a_damaged_run_is_a_clean_error(pictures, tmp_path, damage):
     rec = animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
     out = tmp_path / "groups"
@@ -137,12 +139,22 @@ def test_a_damaged_run_is_a_clean_error(pictures, tmp_path, damage):
         header = {"descr": "<f4", "fortran_order": False, "shape": (2 ** 40, run["dim"])}
         with open(out / cluster.VECTORS_FILE, "wb") as fh:
             np.lib.format.write_array_header_1_0(fh, header)
+    elif damage == "vectors not of unit length":
+        vectors = np.load(out / cluster.VECTORS_FILE)
+        (out / cluster.VECTORS_FILE).unlink()
+        np.save(out / cluster.VECTORS_FILE, vectors * 1000)
+    elif damage == "no run at all":
+        (out / cluster.RUN_FILE).unlink()
     else:
-        run["faces"][0]["box"] = ["__import__('os')", 0, 0, 0]
+        face = run["faces"][0]
+        face.update({"a bad box": {"box": ["__import__('os')", 0, 0, 0]}, "a negative box": {"box": [-5, 0, -1, 9]},
+                     "an upper-case sha256": {"sha256": face["sha256"].upper()}}[damage])
         (out / cluster.RUN_FILE).write_text(json.dumps(run))
     with pytest.raises(cluster.ClusterError, match=str(out)):
         rec.enroll_group("Someone", out, 1)
     assert not rec.characters
+    rec.save()  # what was refused left nothing behind that would stop the gallery from opening
+    assert animeface.Recognizer.open(rec.path, backbone=RANDOM_BACKBONE, cascade=CASCADE).characters == {}
 
 
 def test_a_run_from_another_embedder_is_refused(pictures, tmp_path):
