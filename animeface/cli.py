@@ -361,8 +361,11 @@ def cmd_enroll(args) -> int:
 
 def enroll_group(args) -> int:
     """enroll NAME --cluster ID --from DIR: the faces of one group of a saved cluster run."""
-    if args.cluster is None or not args.cluster_run or not args.name or args.paths or args.folders:
+    from .gallery import validate_name
+
+    if args.cluster is None or not args.cluster_run or args.name is None or args.paths or args.folders:
         raise UsageError("enroll: give NAME --cluster ID --from DIR, with no PATH and no --folders")
+    validate_name(args.name)
     rec = open_recognizer(args, create=True)
     report = rec.enroll_group(args.name, args.cluster_run, args.cluster)
     print(report)

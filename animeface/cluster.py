@@ -8,7 +8,9 @@ that memory grows with the number of faces, not its square:
   not remove, and that common part makes every pair look alike;
 - two groups merge while the mean similarity of their pairs clears the threshold.
   Pairs that are not neighbours count as 0, what two different characters score
-  after centring, so leaving them out never joins two groups;
+  after centring, so leaving them out never joins two groups. Faces of one picture
+  never share a group: an illustration's faces share its artist's style and colours,
+  but are almost always different characters;
 - then every face must clear the same threshold on its mean similarity to the rest
   of its group, and groups smaller than MIN_GROUP are dissolved. What fails stays
   ungrouped: a face is never forced into the nearest group.
@@ -102,14 +104,16 @@ class Centred:
         return self.similarity(rows[:, None], rows[None, :], (self.unit[rows] @ self.unit[rows].T).astype(np.float64))
 
 
-def group(vectors: np.ndarray, threshold: float, min_size: int = MIN_GROUP, neighbours: int = NEIGHBOURS) -> np.ndarray:
-    """A group number per vector, -1 for ungrouped; groups are numbered 0, 1, ... largest first."""
+def group(vectors: np.ndarray, threshold: float, min_size: int = MIN_GROUP, neighbours: int = NEIGHBOURS,
+          pictures=None) -> np.ndarray:
+    """A group number per vector, -1 for ungrouped; groups are numbered 0, 1, ... largest first.
+    pictures, an id per vector, keeps the faces of one picture in different groups."""
     n = len(vectors)
     if n < max(min_size, 4):
         return np.full(n, -1)
     faces = Centred(vectors)
     first, second = neighbour_pairs(faces.for_search, min(neighbours, n - 1))
-    labels = average_linkage(n, first, second, faces.pairs(first, second), threshold)
+    labels = average_linkage(n, first, second, faces.pairs(first, second), threshold, pictures)
     return _number_by_size(_trim(faces, labels, threshold, min_size))
 
 
@@ -134,9 +138,11 @@ def neighbour_pairs(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return low[unique], high[unique]
 
 
-def average_linkage(n: int, first, second, similarity, threshold: float) -> np.ndarray:
+def average_linkage(n: int, first, second, similarity, threshold: float, pictures=None) -> np.ndarray:
     """Merge the pair of groups with the highest mean pair similarity while it clears the
-    threshold; pairs absent from the graph count as 0. Returns a group root per face."""
+    threshold; pairs absent from the graph count as 0, and two groups holding faces of one
+    picture (pictures: an id per face) never merge. Returns a group root per face."""
+    held = [{p} for p in (range(n) if pictures is None else np.asarray(pictures).tolist())]
     links: list[dict[int, float]] = [{} for _ in range(n)]
     for i, j, s in zip(first.tolist(), second.tolist(), similarity.tolist()):
         links[i][j] = links[j][i] = s
@@ -153,9 +159,12 @@ def average_linkage(n: int, first, second, similarity, threshold: float) -> np.n
             if mean >= threshold:
                 heapq.heappush(heap, (-mean, a, b))
             continue
+        if not held[a].isdisjoint(held[b]):
+            continue  # one picture rarely shows one character twice: its faces stay apart
         big, small = (a, b) if len(links[a]) >= len(links[b]) else (b, a)
         parent[small] = big
         size[big] += size[small]
+        held[big] |= held[small]
         del links[big][small]
         for other, total in links[small].items():
             if other == big:
@@ -372,8 +381,9 @@ def contact_sheet(clusters: Clusters, folder: Path) -> str:
     ungrouped = np.flatnonzero(clusters.group < 0)
     if len(ungrouped):
         parts.append(section(f"Ungrouped: {len(ungrouped)} faces", ungrouped, SHOWN_UNGROUPED))
-    summary = (f"{len(clusters.faces)} faces: {int(clusters.group.max()) + 1 if len(clusters.group) else 0} groups, "
-               f"{len(ungrouped)} ungrouped; {len(clusters.named)} named by the gallery and set aside")
+    summary = (f"{len(clusters.faces) + len(clusters.named)} faces: {len(clusters.named)} named by the gallery and "
+               f"set aside; the other {len(clusters.faces)} in {int(clusters.group.max()) + 1 if len(clusters.group) else 0} "
+               f"groups, {len(ungrouped)} ungrouped")
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
             "content=\"width=device-width, initial-scale=1\"><title>animeface: faces by character</title><style>"
             "body{font-family:sans-serif;margin:1em;background:#fafafa}h2{margin:.2em 0;font-size:1.1em}"

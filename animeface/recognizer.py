@@ -304,37 +304,40 @@ class Recognizer:
         images = _expand([images] if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) else images)
         jobs = jobs or available_cores()
         chunk = self.embedder.batch_size
-        found, vectors, thumbs, named, failed = [], [], [], [], []
+        found, vectors, thumbs, named, failed, pictures = [], [], [], [], [], []
 
         def prepare(src):
             label = describe(src)
             try:
                 data = read_file(src, label) if isinstance(src, (str, os.PathLike)) else src
                 boxes, crops = self.face_crops(load_image(data, name=label), faces)
-                return [ClusterFace(label, list(box), _sha256(data)) for box in boxes], crops
+                digest = _sha256(data)
+                return [ClusterFace(label, list(box), digest) for box in boxes], crops
             except ImageError as exc:
                 return exc, []
 
-        ready = pipelined(prepare, images, jobs, window=chunk + 2 * jobs)
+        ready = enumerate(pipelined(prepare, images, jobs, window=chunk + 2 * jobs))
         with self._progress(None, "cluster", total=len(images)) as bar:
-            while pictures := [item for _, item in zip(range(chunk), ready)]:
-                failed += [str(faces_in) for faces_in, _ in pictures if isinstance(faces_in, ImageError)]
-                batch = [(f, c) for faces_in, crops in pictures if not isinstance(faces_in, ImageError)
+            while read := [item for _, item in zip(range(chunk), ready)]:
+                failed += [str(faces_in) for _, (faces_in, _) in read if isinstance(faces_in, ImageError)]
+                batch = [(f, c, picture) for picture, (faces_in, crops) in read if not isinstance(faces_in, ImageError)
                          for f, c in zip(faces_in, crops)]
                 if batch:
-                    embedded = self.embedder.embed(np.stack([c for _, c in batch]))
-                    decided = self.name_faces(embedded if len(self.gallery) else None, [Box(*f.box) for f, _ in batch])
-                    for (face, crop), vector, decision in zip(batch, embedded, decided):
+                    embedded = self.embedder.embed(np.stack([c for _, c, _ in batch]))
+                    decided = self.name_faces(embedded if len(self.gallery) else None,
+                                              [Box(*f.box) for f, _, _ in batch])
+                    for (face, crop, picture), vector, decision in zip(batch, embedded, decided):
                         if decision.label is not None:
                             named.append((face, decision.label))
                             continue
                         found.append(face)
                         vectors.append(vector)
+                        pictures.append(picture)
                         if thumbnails:
                             thumbs.append(thumbnail(crop))
-                bar.update(len(pictures))
+                bar.update(len(read))
         vectors = np.stack(vectors) if vectors else np.zeros((0, self.embedder.dim), np.float32)
-        return Clusters(found, vectors, group(vectors, threshold), threshold, named, failed,
+        return Clusters(found, vectors, group(vectors, threshold, pictures=pictures), threshold, named, failed,
                         thumbs if thumbnails else None)
 
     def enroll_group(self, name: str, run: os.PathLike, number: int) -> EnrollReport:

@@ -517,7 +517,8 @@ def _place_groups(held: list[Unknown], planned: dict | None, threshold: float, p
     picture the entry does not hold (new, or changed since) goes to _unknown/.
     """
     if planned is None:
-        folders = iter(group_folders(np.concatenate([h.vectors for h in held]), threshold) if held else [])
+        pictures = np.repeat(np.arange(len(held)), [len(h.faces) for h in held])
+        folders = iter(group_folders(np.concatenate([h.vectors for h in held]), threshold, pictures) if held else [])
         planned = {str(h.picture.path): {"sha256": h.picture.sha256, "folders": [next(folders) for _ in h.faces]}
                    for h in held}
         journal.write("groups", threshold=threshold, groups=planned)
@@ -531,12 +532,13 @@ def _place_groups(held: list[Unknown], planned: dict | None, threshold: float, p
     return records
 
 
-def group_folders(vectors: np.ndarray, threshold: float) -> list[str | None]:
+def group_folders(vectors: np.ndarray, threshold: float, pictures) -> list[str | None]:
     """Each face's group folder, _unknown/group-01 for the largest group (three digits from 100
-    groups on), or None for a face that fits no group."""
+    groups on), or None for a face that fits no group; pictures (an id per face) keeps the
+    faces of one picture apart."""
     from .cluster import group
 
-    numbers = group(vectors, threshold)
+    numbers = group(vectors, threshold, pictures=pictures)
     width = max(2, len(str(numbers.max() + 1)))
     return [f"{UNKNOWN}/group-{n + 1:0{width}d}" if n >= 0 else None for n in numbers.tolist()]
 

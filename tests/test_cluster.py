@@ -42,6 +42,19 @@ def test_groups_are_numbered_from_the_largest():
     assert (group[6:] == 0).all() and (group[:6] == 1).all()
 
 
+def test_faces_of_one_picture_never_share_a_group():
+    vectors, truth = characters_and_strangers(np.random.default_rng(4), characters=2, per=12, strangers=0)
+    pictures = np.arange(len(vectors))
+    pictures[truth == 0] = np.arange(12) % 6  # character 0: two faces in each of six pictures
+    together = cluster.group(vectors, threshold=0.2)
+    apart = cluster.group(vectors, threshold=0.2, pictures=pictures)
+    assert len(set(together[truth == 0])) == 1
+    for picture in range(6):
+        first, second = apart[(truth == 0) & (pictures == picture)]
+        assert first != second or first == -1
+    assert len(set(apart[truth == 1])) == 1 and apart[truth == 1][0] >= 0
+
+
 def test_a_group_smaller_than_the_minimum_is_left_ungrouped():
     vectors, _ = characters_and_strangers(np.random.default_rng(2), characters=1, per=cluster.MIN_GROUP - 1,
                                           strangers=30)

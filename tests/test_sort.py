@@ -263,7 +263,7 @@ def test_a_picture_goes_to_each_group_its_faces_fall_in(tmp_path, empty_rec, sha
 
     src = tmp_path / "src"
     put(src / "group.jpg", (shared_data / "illustrations" / "set_b" / "test_1.jpg").read_bytes())
-    monkeypatch.setattr(cluster, "group", lambda vectors, threshold: np.arange(len(vectors)) % 2)
+    monkeypatch.setattr(cluster, "group", lambda vectors, threshold, pictures: np.arange(len(vectors)) % 2)
     summary = sort_folder(empty_rec, src, tmp_path / "sorted", group_unknown=True, similarity=0.5)
     assert set(tree(tmp_path / "sorted")) == {"_unknown/group-01/group.jpg", "_unknown/group-02/group.jpg"}
     assert summary.folders == {"_unknown/group-01": 1, "_unknown/group-02": 1}
@@ -273,10 +273,10 @@ def test_group_folders_are_numbered_from_the_largest_with_enough_digits(monkeypa
     from animeface import cluster
     from animeface.sort import group_folders
 
-    monkeypatch.setattr(cluster, "group", lambda vectors, threshold: np.array([1, 0, -1]))
-    assert group_folders(np.zeros((3, 4)), 0.5) == ["_unknown/group-02", "_unknown/group-01", None]
-    monkeypatch.setattr(cluster, "group", lambda vectors, threshold: np.arange(100))
-    assert group_folders(np.zeros((100, 4)), 0.5)[::99] == ["_unknown/group-001", "_unknown/group-100"]
+    monkeypatch.setattr(cluster, "group", lambda vectors, threshold, pictures: np.array([1, 0, -1]))
+    assert group_folders(np.zeros((3, 4)), 0.5, np.arange(3)) == ["_unknown/group-02", "_unknown/group-01", None]
+    monkeypatch.setattr(cluster, "group", lambda vectors, threshold, pictures: np.arange(100))
+    assert group_folders(np.zeros((100, 4)), 0.5, np.arange(100))[::99] == ["_unknown/group-001", "_unknown/group-100"]
 
 
 def test_group_unknown_without_a_gallery_and_undo_restores_the_source(two_characters, tmp_path, capsys):
@@ -329,7 +329,7 @@ def test_an_interrupted_group_unknown_run_resumes_into_the_same_groups(two_chara
         tree(dst).values()), "nothing lost by either interruption"
 
     monkeypatch.setattr(sort, "copy_verified", real_copy)
-    monkeypatch.setattr(cluster, "group", lambda *args: pytest.fail("a resumed run groups again"))
+    monkeypatch.setattr(cluster, "group", lambda *args, **kwargs: pytest.fail("a resumed run groups again"))
     summary = sort_folder(empty_rec, two_characters, dst, **options)
     assert summary.resumed == 4 and summary.folders["_unknown/group-01"] == 12
     assert tree(two_characters) == {} and {p.rsplit("/", 1)[0] for p in tree(dst)} == {"_unknown/group-01"}
