@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "serve", "a web page to identify, teach and browse the gallery", cmd_serve,
                  "animeface serve                                  # then open http://127.0.0.1:8765/\n"
-                 "animeface serve --gallery galleries/mine --port 9000")
+                 "animeface serve --gallery galleries/mine --port 9000\n"
+                 "The JSON API is under /api/ (schema: /api/openapi.json). Requests that change the gallery need\n"
+                 "the X-Animeface-Token header holding the token printed at start (new each run).")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 lets anyone on the "
                         "network open the page and change the gallery)")
