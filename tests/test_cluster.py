@@ -5,12 +5,13 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import CASCADE, RANDOM_BACKBONE, SHARED, crops
 
 import animeface
 from animeface import cluster
 from animeface.cli import EXIT_ERROR, EXIT_OK, main
 from animeface.embed import Projection, shipped_projection
+
+from conftest import CASCADE, RANDOM_BACKBONE, SHARED, crops
 
 WEIGHTS = SHARED / "models" / "inception_v3_imagenet_to_mixed8.weights.h5"
 
