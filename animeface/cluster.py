@@ -3,12 +3,12 @@
 The method is average linkage on cosine similarity, over a FAISS neighbour graph so
 that memory grows with the number of faces, not its square:
 
-- similarity is measured once the collection's own mean is removed (Centred): a set
-  of pictures shares a style that the projection, trained on other characters, does
-  not remove, and that common part makes every pair look alike;
+- similarity is measured once the look all the faces share is removed (Similarity):
+  a set of pictures shares a style that the projection, trained on other characters,
+  does not remove, and that common part makes every pair look alike;
 - two groups merge while the mean similarity of their pairs clears the threshold.
   Pairs that are not neighbours count as 0, what two different characters score
-  after centring, so leaving them out never joins two groups. Faces of one picture
+  once the shared look is removed, so leaving them out never joins two groups. Faces of one picture
   never share a group: an illustration's faces share its artist's style and colours,
   but are almost always different characters;
 - then every face must clear the same threshold on its mean similarity to the rest
@@ -58,50 +58,51 @@ def threshold_from(calibration: dict | None) -> float:
                            "trained by this version of `animeface train` does); pass a similarity threshold") from None
     if not -1 <= different < same <= 1:
         raise ClusterError(f"the embedder's pair-similarity calibration is not usable: same {same}, different {different}")
-    return (same + different) / 2
+    return checked((same + different) / 2)
 
 
-class Centred:
-    """Cosine similarity of faces once what the whole set has in common, its mean, is removed.
+def checked(threshold: float) -> float:
+    """The threshold, if it is a similarity above 0 and below 1: pairs outside the neighbour graph
+    count as 0, so a threshold of 0 or less would have to join every group with every other."""
+    threshold = float(threshold)
+    if not 0 < threshold < 1:
+        raise ClusterError(f"the similarity threshold must be above 0 and below 1, got {threshold}")
+    return threshold
 
-    The mean is estimated without bias however few faces there are: for each pair, from
-    the other faces only, and its length from their pairs alone. A plain mean shifts every
-    similarity by about 1/n, which would make a threshold calibrated on hundreds of faces
-    wrong for a folder of a dozen.
+
+class Similarity:
+    """Cosine similarity of a collection's faces once the look they all share is removed.
+
+    A set of pictures shares a look (its artists, its era) that the projection, trained
+    on other characters, does not remove, and it makes every pair alike. Each face is
+    taken as that shared part plus its own; the shared part's squared length is the
+    mean similarity of all pairs, c, and what is compared is the cosine of the faces'
+    own parts: (dot - c) / (1 - c). Removing the mean vector instead would also remove
+    the identity of a character that fills most of a folder, and make all the other
+    faces alike in pointing away from it.
     """
 
     def __init__(self, vectors: np.ndarray):
         unit = np.asarray(vectors, dtype=np.float32)
         self.unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
         self.n = len(unit)
-        total = self.unit.sum(axis=0, dtype=np.float64)
-        self.to_total = self.unit @ total  # each face's dot product with the sum of all
-        self.total_sq = float(total @ total)
-        shifted = self.unit - (total / self.n).astype(np.float32)
-        #: Unit vectors centred on the plain mean: good enough to find each face's neighbours.
-        self.for_search = shifted / np.maximum(np.linalg.norm(shifted, axis=1, keepdims=True), 1e-12)
+        self.total = self.unit.sum(axis=0, dtype=np.float64)
+        #: The mean similarity of all pairs of different faces: the shared part's squared length.
+        self.shared = float((self.total @ self.total - self.n) / max(self.n * (self.n - 1), 1))
 
-    def similarity(self, i, j, dot) -> np.ndarray:
-        """The similarity of faces i and j (arrays of rows) whose plain dot products are `dot`."""
-        rest = self.n - 2
-        i_to_mean = (self.to_total[i] - 1 - dot) / rest
-        j_to_mean = (self.to_total[j] - 1 - dot) / rest
-        # the mean's squared length from the pairs of the other faces only: a mean of few faces
-        # also carries their own noise, which would make every pair look more alike
-        rest_sum_sq = self.total_sq - 2 * self.to_total[i] - 2 * self.to_total[j] + 2 + 2 * dot
-        mean_sq = (rest_sum_sq - rest) / (rest * (rest - 1))
-        norms_sq = (1 - 2 * i_to_mean + mean_sq) * (1 - 2 * j_to_mean + mean_sq)
-        return (dot - i_to_mean - j_to_mean + mean_sq) / np.sqrt(np.maximum(norms_sq, 1e-12))
+    def of(self, dot) -> np.ndarray:
+        """The similarity of pairs whose plain dot products are `dot`."""
+        return (np.asarray(dot, dtype=np.float64) - self.shared) / max(1 - self.shared, 1e-6)
 
     def pairs(self, i: np.ndarray, j: np.ndarray, chunk: int = 8192) -> np.ndarray:
-        """similarity() of the pairs (i[k], j[k]), their dot products computed a chunk at a time."""
+        """The similarity of the pairs (i[k], j[k]), their dot products computed a chunk at a time."""
         dot = np.concatenate([np.einsum("ij,ij->i", self.unit[i[s:s + chunk]], self.unit[j[s:s + chunk]])
                               for s in range(0, len(i), chunk)] or [np.zeros(0, np.float32)])
-        return self.similarity(i, j, dot.astype(np.float64))
+        return self.of(dot)
 
     def within(self, rows: np.ndarray) -> np.ndarray:
         """The matrix of similarities among `rows`, diagonal included (meaningless there)."""
-        return self.similarity(rows[:, None], rows[None, :], (self.unit[rows] @ self.unit[rows].T).astype(np.float64))
+        return self.of(self.unit[rows] @ self.unit[rows].T)
 
 
 def group(vectors: np.ndarray, threshold: float, min_size: int = MIN_GROUP, neighbours: int = NEIGHBOURS,
@@ -111,8 +112,8 @@ def group(vectors: np.ndarray, threshold: float, min_size: int = MIN_GROUP, neig
     n = len(vectors)
     if n < max(min_size, 4):
         return np.full(n, -1)
-    faces = Centred(vectors)
-    first, second = neighbour_pairs(faces.for_search, min(neighbours, n - 1))
+    faces = Similarity(vectors)
+    first, second = neighbour_pairs(faces.unit, min(neighbours, n - 1))
     labels = average_linkage(n, first, second, faces.pairs(first, second), threshold, pictures)
     return _number_by_size(_trim(faces, labels, threshold, min_size))
 
@@ -184,7 +185,7 @@ def average_linkage(n: int, first, second, similarity, threshold: float, picture
         roots = above
 
 
-def _trim(faces: Centred, labels: np.ndarray, threshold: float, min_size: int, chunk: int = 2048) -> np.ndarray:
+def _trim(faces: Similarity, labels: np.ndarray, threshold: float, min_size: int, chunk: int = 2048) -> np.ndarray:
     """Ungroup faces whose mean similarity to the rest of their group falls below the
     threshold, then groups left smaller than min_size; -1 marks ungrouped."""
     labels = labels.copy()
@@ -199,10 +200,9 @@ def _trim(faces: Centred, labels: np.ndarray, threshold: float, min_size: int, c
     return labels
 
 
-def _row_means(faces: Centred, members: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _row_means(faces: Similarity, members: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Each of rows' mean similarity to the other members."""
-    dot = (faces.unit[rows] @ faces.unit[members].T).astype(np.float64)
-    similarity = faces.similarity(rows[:, None], members[None, :], dot)
+    similarity = faces.of(faces.unit[rows] @ faces.unit[members].T)
     similarity[rows[:, None] == members[None, :]] = 0.0
     return similarity.sum(axis=1) / (len(members) - 1)
 
@@ -227,6 +227,8 @@ def _number_by_size(labels: np.ndarray) -> np.ndarray:
 
 RUN_FILE, VECTORS_FILE, SHEET_FILE = "cluster.json", "cluster-vectors.npy", "index.html"
 RUN_FORMAT = 1
+#: Largest run file read (a run of a million faces is under 4 GB of vectors).
+MAX_RUN_BYTES = 4 << 30
 #: Thumbnails shown per group on the contact sheet, and for the ungrouped faces.
 SHOWN_PER_GROUP, SHOWN_UNGROUPED = 60, 300
 THUMB_SIZE = 96
@@ -309,8 +311,12 @@ class Clusters:
             raise ClusterError(f"{folder}: no cluster run here (no {RUN_FILE}); make one with "
                                f"'animeface cluster PATH... --out {folder}'")
         try:
+            for name in (RUN_FILE, VECTORS_FILE):  # regular files only (a FIFO would block), of a sane size
+                if not (folder / name).is_file() or (folder / name).stat().st_size > MAX_RUN_BYTES:
+                    raise ValueError(f"{name} is not a regular file of at most {MAX_RUN_BYTES} bytes")
             run = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(run, dict) or run.get("format_version") != RUN_FORMAT:
+            if not isinstance(run, dict) or type(run.get("format_version")) is not int \
+                    or run["format_version"] != RUN_FORMAT:
                 raise ValueError(f"not a cluster run of format {RUN_FORMAT}")
             faces, embedder = run["faces"], run["embedder"]
             if not isinstance(faces, list) or not isinstance(embedder, dict):
@@ -334,8 +340,8 @@ class Clusters:
                 vectors = read_npy(fh, (len(parsed), dim), np.dtype("<f4"))
             if len(vectors) and np.abs(np.linalg.norm(vectors, axis=1) - 1).max() > 1e-3:
                 raise ValueError(f"{VECTORS_FILE} holds vectors that are not of unit length, as embedded ones are")
-            threshold = float(run["threshold"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            threshold = checked(run["threshold"])
+        except Exception as exc:  # noqa: BLE001 - parsers of hostile bytes raise many types (RecursionError, ...)
             raise ClusterError(f"{folder}: not a usable cluster run, as 'animeface cluster --out' writes "
                                f"({type(exc).__name__}: {exc})") from None
         return cls(parsed, vectors, np.array(group, dtype=int), threshold), embedder
@@ -350,7 +356,9 @@ def thumbnail(crop: np.ndarray) -> bytes:
 
 
 def check_free(folder: Path) -> None:
-    """ClusterError if folder already holds a run's files: a run never replaces a file."""
+    """ClusterError if folder is not a folder, or already holds a run's files: a run never replaces a file."""
+    if os.path.lexists(folder) and not Path(folder).is_dir():
+        raise ClusterError(f"{folder} exists and is not a folder: choose a new folder for --out")
     for name in (RUN_FILE, VECTORS_FILE, SHEET_FILE):
         if os.path.lexists(Path(folder) / name):
             raise ClusterError(f"{Path(folder) / name} already exists: choose a new folder for --out")

@@ -181,8 +181,7 @@ class Recognizer:
         """
         name = validate_name(name)
         _check_faces(faces)
-        if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) or not hasattr(images, "__iter__"):
-            images = [images]
+        images = _as_list(images)
         report = EnrollReport(name)
         crops, vectors, entries, seen = [], [], [], set()
         for src in self._progress(_expand(images), "enroll " + name):
@@ -297,11 +296,11 @@ class Recognizer:
         names; faces that fit no group stay ungrouped. `threshold`, the mean similarity two groups
         need to merge, defaults to the one derived from the embedder's calibration. An unreadable
         picture is listed in the result's `failed`, and the rest carry on."""
-        from .cluster import ClusterFace, Clusters, group, threshold_from, thumbnail
+        from .cluster import ClusterFace, Clusters, checked, group, threshold_from, thumbnail
 
         _check_faces(faces)
-        threshold = threshold_from(self.embedder.pair_similarity) if threshold is None else float(threshold)
-        images = _expand([images] if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) else images)
+        threshold = threshold_from(self.embedder.pair_similarity) if threshold is None else checked(threshold)
+        images = _expand(_as_list(images))
         jobs = jobs or available_cores()
         chunk = self.embedder.batch_size
         found, vectors, thumbs, named, failed, pictures = [], [], [], [], [], []
@@ -491,6 +490,13 @@ def _describe(embedder: dict) -> str:
 def _check_faces(faces: str) -> None:
     if faces not in FACE_MODES:
         raise ValueError(f"faces must be one of {', '.join(FACE_MODES)}; got {faces!r}")
+
+
+def _as_list(images) -> list:
+    """One picture (a path, bytes, an array, a PIL image) as a list of one; many as they are."""
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, np.ndarray)) or not hasattr(images, "__iter__"):
+        return [images]
+    return images
 
 
 def _expand(images) -> list:

@@ -373,9 +373,9 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     jobs = jobs or available_cores()
     threshold = None
     if group_unknown:
-        from .cluster import threshold_from
+        from .cluster import checked, threshold_from
 
-        threshold = threshold_from(recognizer.embedder.pair_similarity) if similarity is None else float(similarity)
+        threshold = threshold_from(recognizer.embedder.pair_similarity) if similarity is None else checked(similarity)
     with nullcontext() if dry_run else _lock(dst):
         return _sort(recognizer, src, dst, move, dry_run, faces, jobs, progress, log or (lambda line: None), started,
                      threshold)

@@ -181,19 +181,19 @@ def leave_characters_out(views: dict, labels: np.ndarray, recipe: Recipe, seed: 
     top1 = {space: {f"{k} shots": round(float(np.mean(v)), 4) if v else None for k, v in by_shots.items()}
             for space, by_shots in scores.items()}
     calibration = {kind: round(float(np.mean([p[kind] for p in pairs])), 4) for kind in ("same", "different")}
-    return top1, {**calibration, "measured_on": "characters left out of the fit, each fold with its own mean removed"}
+    return top1, {**calibration, "measured_on": "characters left out of the fit, each fold with the look its faces share removed"}
 
 
 def pair_similarity(vectors: np.ndarray, labels: np.ndarray, limit: int = 3000) -> dict:
     """Mean cosine similarity of same-character and of different-character pairs, once the
-    set's mean is removed as grouping does (cluster.Centred); at most `limit` faces,
+    look all faces share is removed as grouping does (cluster.Similarity); at most `limit` faces,
     drawn at random, so that the pairs fit in memory."""
-    from .cluster import Centred
+    from .cluster import Similarity
 
     if len(labels) > limit:
         rows = np.sort(np.random.default_rng(0).choice(len(labels), limit, replace=False))
         vectors, labels = vectors[rows], labels[rows]
-    similarity = Centred(vectors).within(np.arange(len(labels)))
+    similarity = Similarity(vectors).within(np.arange(len(labels)))
     same = labels[:, None] == labels[None, :]
     np.fill_diagonal(same, False)
     different = labels[:, None] != labels[None, :]

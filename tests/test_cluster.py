@@ -14,9 +14,11 @@ from animeface.embed import Projection, shipped_projection
 from conftest import CASCADE, RANDOM_BACKBONE, SHARED, crops
 
 WEIGHTS = SHARED / "models" / "inception_v3_imagenet_to_mixed8.weights.h5"
+#: A threshold low enough for random weights to form groups: these tests check the plumbing.
+LOOSE = 0.001
 
 
-def characters_and_strangers(rng, characters=3, per=20, strangers=10, dim=64, spread=0.5):
+def characters_and_strangers(rng, characters=3, per=20, strangers=10, dim=256, spread=0.5):
     """Faces of a few characters (a direction each, plus noise) and strangers (noise alone)."""
     centres = rng.normal(size=(characters, dim))
     vectors = [c + spread * rng.normal(size=(per, dim)) * np.linalg.norm(c) / np.sqrt(dim) for c in centres]
@@ -87,7 +89,7 @@ def test_every_face_is_in_one_group_or_ungrouped_and_a_gallery_sets_aside_what_i
     rec = animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
     rec.enroll("gura", crops("gura", 10, 4), faces="whole")  # the very pictures: named by the gallery
     rec.enroll("calli", crops("calli", 40, 4), faces="whole")
-    result = rec.cluster([pictures], faces="whole", threshold=0.0)
+    result = rec.cluster([pictures], faces="whole", threshold=LOOSE)
     grouped = [f.source for faces in result.groups for f in faces]
     ungrouped = [f.source for f in result.ungrouped]
     named = [f.source for f, _ in result.named]
@@ -98,7 +100,7 @@ def test_every_face_is_in_one_group_or_ungrouped_and_a_gallery_sets_aside_what_i
 
 def test_cluster_json_and_naming_a_group_from_the_saved_run(pictures, tmp_path, capsys):
     out, gallery = tmp_path / "groups", tmp_path / "gallery"
-    code = main(["cluster", str(pictures), "--faces", "whole", "--json", "--out", str(out), "--similarity", "0",
+    code = main(["cluster", str(pictures), "--faces", "whole", "--json", "--out", str(out), "--similarity", str(LOOSE),
                  "--backbone", RANDOM_BACKBONE, "--gallery", str(gallery), "-q"])
     printed = capsys.readouterr().out.strip().splitlines()
     assert code == EXIT_OK
@@ -125,7 +127,7 @@ def test_a_run_is_never_written_over_and_a_missing_group_is_named(pictures, tmp_
     out = tmp_path / "groups"
     out.mkdir()
     (out / "index.html").write_text("mine")
-    code = main(["cluster", str(pictures), "--faces", "whole", "--out", str(out), "--similarity", "0",
+    code = main(["cluster", str(pictures), "--faces", "whole", "--out", str(out), "--similarity", str(LOOSE),
                  "--backbone", RANDOM_BACKBONE, "-q"])
     assert code == EXIT_ERROR and "already exists" in capsys.readouterr().err
     assert (out / "index.html").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["index.html"]
@@ -136,12 +138,20 @@ def test_random_weights_have_no_calibration_so_the_threshold_must_be_given(pictu
     assert code == EXIT_ERROR and "calibration" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("given", ["0", "-1", "nan", "inf", "1"])
+def test_a_threshold_outside_0_to_1_is_refused(pictures, capsys, given):
+    code = main(["cluster", str(pictures), "--faces", "whole", "--similarity", given, "--backbone", RANDOM_BACKBONE,
+                 "--json", "-q"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_ERROR and "above 0 and below 1" in err and not out
+
+
 @pytest.mark.parametrize("damage", ["not json", "a pickle", "huge vectors", "a bad box", "a negative box",
                                     "an upper-case sha256", "vectors not of unit length", "no run at all"])
 def test_a_damaged_run_is_a_clean_error(pictures, tmp_path, damage):
     rec = animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
     out = tmp_path / "groups"
-    rec.cluster([pictures], faces="whole", threshold=0.0).save(out, rec.run_description())
+    rec.cluster([pictures], faces="whole", threshold=LOOSE).save(out, rec.run_description())
     run = json.loads((out / cluster.RUN_FILE).read_text())
     if damage == "not json":
         (out / cluster.RUN_FILE).write_text("{")
@@ -173,7 +183,7 @@ def test_a_damaged_run_is_a_clean_error(pictures, tmp_path, damage):
 def test_a_run_from_another_embedder_is_refused(pictures, tmp_path):
     maker = animeface.Recognizer(tmp_path / "g1", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
     out = tmp_path / "groups"
-    maker.cluster([pictures], faces="whole", threshold=0.0).save(out, maker.run_description())
+    maker.cluster([pictures], faces="whole", threshold=LOOSE).save(out, maker.run_description())
     other = animeface.Recognizer(tmp_path / "g2", backbone="random-init:1", cascade=CASCADE, progress=False)
     with pytest.raises(animeface.BackboneMismatchError, match="another embedder"):
         other.enroll_group("Someone", out, 1)

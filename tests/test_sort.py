@@ -223,11 +223,18 @@ def test_undo_of_an_interrupted_run_puts_moved_files_back(tmp_path, empty_rec, m
 
 # -- --group-unknown ---------------------------------------------------------------------
 #
-# Random weights make meaningless groups, so these tests fix the grouping: a similarity of -1
-# merges every face into one group, and where two groups are needed cluster.group is replaced.
+# Random weights make meaningless groups, so these tests fix the grouping: cluster.group is
+# replaced, by one group of every face (one_group) or by the groups a test needs.
 
 
-ONE_GROUP = -1.0
+ONE_GROUP = 0.5
+
+
+@pytest.fixture
+def one_group(monkeypatch):
+    from animeface import cluster
+
+    monkeypatch.setattr(cluster, "group", lambda vectors, threshold, pictures: np.zeros(len(vectors), int))
 
 
 @pytest.fixture
@@ -240,7 +247,8 @@ def two_characters(tmp_path, shared_data):
     return src
 
 
-def test_group_unknown_files_pictures_into_group_folders_without_overwriting(two_characters, tmp_path, empty_rec):
+def test_group_unknown_files_pictures_into_group_folders_without_overwriting(two_characters, tmp_path, empty_rec,
+                                                                            one_group):
     before, dst = tree(two_characters), tmp_path / "sorted"
     put(dst / "_unknown" / "group-01" / "0.jpg", b"the user's own file")
     planned, done = [], []
@@ -279,7 +287,7 @@ def test_group_folders_are_numbered_from_the_largest_with_enough_digits(monkeypa
     assert group_folders(np.zeros((100, 4)), 0.5, np.arange(100))[::99] == ["_unknown/group-001", "_unknown/group-100"]
 
 
-def test_group_unknown_without_a_gallery_and_undo_restores_the_source(two_characters, tmp_path, capsys):
+def test_group_unknown_without_a_gallery_and_undo_restores_the_source(two_characters, tmp_path, capsys, one_group):
     before, dst = tree(two_characters), tmp_path / "sorted"
     argv = ["sort", str(two_characters), str(dst), "--group-unknown", "--similarity", str(ONE_GROUP), "--move",
             "--faces", "auto", "--backbone", RANDOM_BACKBONE, "-q"]
@@ -294,7 +302,7 @@ def test_group_unknown_without_a_gallery_and_undo_restores_the_source(two_charac
 
 
 def test_an_interrupted_group_unknown_run_resumes_into_the_same_groups(two_characters, tmp_path, empty_rec,
-                                                                       monkeypatch):
+                                                                       monkeypatch, one_group):
     from animeface import cluster, sort
 
     before, dst = tree(two_characters), tmp_path / "sorted"
