@@ -33,9 +33,13 @@ def vectors(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     centres = rng.normal(size=(characters, DIM)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     weight = np.sqrt(SAME_PAIR_SIMILARITY / (1 - SAME_PAIR_SIMILARITY))
-    noise = rng.normal(size=(n, DIM)).astype(np.float32) / np.sqrt(DIM)
-    out = noise + weight * np.where(truth[:, None] >= 0, centres[truth.clip(0)], 0)
-    return out / np.linalg.norm(out, axis=1, keepdims=True), truth
+    out = np.empty((n, DIM), np.float32)
+    for start in range(0, n, 10_000):  # a chunk at a time, so making them does not set the memory peak
+        rows = slice(start, min(n, start + 10_000))
+        part = rng.normal(size=(rows.stop - start, DIM)).astype(np.float32) / np.sqrt(DIM)
+        part += weight * np.where(truth[rows, None] >= 0, centres[truth[rows].clip(0)], 0)
+        out[rows] = part / np.linalg.norm(part, axis=1, keepdims=True)
+    return out, truth
 
 
 def measure(n: int) -> dict:
