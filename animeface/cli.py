@@ -237,13 +237,20 @@ def _network_options(p) -> None:
 # -- shared steps ---------------------------------------------------------------------
 
 
+def gallery_path(args) -> Path:
+    """The folder --gallery names, else the default gallery's."""
+    from .recognizer import default_gallery_path
+
+    return Path(args.gallery).expanduser() if args.gallery else default_gallery_path()
+
+
 def open_recognizer(args, create: bool = False):
     """The gallery named by --gallery (or the default one). Only enroll may create one: for any other
     verb a folder with no gallery in it is an error naming it, never a silently empty gallery."""
     from .gallery import Gallery
-    from .recognizer import Recognizer, default_gallery_path
+    from .recognizer import Recognizer
 
-    path = Path(args.gallery).expanduser() if args.gallery else default_gallery_path()
+    path = gallery_path(args)
     if not create and not Gallery.exists(path):
         option = f"--gallery {path}" if args.gallery else f"the default gallery {path}"
         raise GalleryError(f"{option}: no gallery there (no gallery.json); check the folder's name, "
@@ -382,15 +389,12 @@ def enroll_group(args) -> int:
 def cmd_cluster(args) -> int:
     from .cluster import check_free
     from .gallery import Gallery
-    from .recognizer import Recognizer, default_gallery_path
 
-    path = Path(args.gallery).expanduser() if args.gallery else default_gallery_path()
-    if not Gallery.exists(path):
-        _say(f"no gallery at {path}: no face is set aside as already named")
+    if not Gallery.exists(gallery_path(args)):
+        _say(f"no gallery at {gallery_path(args)}: no face is set aside as already named")
     if args.out:
         check_free(Path(args.out))  # before minutes of work, not after
-    rec = Recognizer(path, backbone=args.backbone, projection=args.projection, cascade=args.cascade,
-                     progress=_progress(args))
+    rec = open_recognizer(args, create=True)  # grouping needs no gallery, and saves none
     pictures = [p for p, _ in _pictures(args.paths)]
     if pictures:
         load_embedder(rec, args)

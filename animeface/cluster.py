@@ -122,9 +122,9 @@ def neighbour_pairs(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each face's k most similar faces (by inner product), as unique pairs (i < j).
 
     The search is exact: FAISS compares every pair in blocks, so memory stays linear
-    while time grows with n squared (about 1.5 minutes for 100,000 faces here, less than
+    while time grows with n squared (about 2 minutes for 100,000 faces here, far less than
     embedding them takes). An inverted-file index was 1.9x faster at 40,000 faces but found
-    only 19% of the true 30 nearest (benchmarks/cluster_scale.py --ivf 40000)."""
+    only 18.5% of the true 30 nearest (benchmarks/cluster_scale.py --ivf 40000)."""
     import faiss
 
     n, dim = unit.shape
@@ -231,7 +231,6 @@ RUN_FORMAT = 1
 MAX_RUN_BYTES = 4 << 30
 #: Thumbnails shown per group on the contact sheet, and for the ungrouped faces.
 SHOWN_PER_GROUP, SHOWN_UNGROUPED = 60, 300
-THUMB_SIZE = 96
 
 
 @dataclass
@@ -261,10 +260,14 @@ class Clusters:
     thumbnails: list[bytes] | None = None
 
     @property
+    def count(self) -> int:
+        """How many groups there are."""
+        return int(self.group.max()) + 1 if len(self.group) else 0
+
+    @property
     def groups(self) -> list[list[ClusterFace]]:
         """The groups, largest first; groups[0] is the one numbered 1 in to_dict and on the sheet."""
-        count = int(self.group.max()) + 1 if len(self.group) else 0
-        return [[self.faces[i] for i in np.flatnonzero(self.group == g)] for g in range(count)]
+        return [[self.faces[i] for i in np.flatnonzero(self.group == g)] for g in range(self.count)]
 
     @property
     def ungrouped(self) -> list[ClusterFace]:
@@ -272,9 +275,8 @@ class Clusters:
 
     def members(self, number: int) -> np.ndarray:
         """Rows of the faces in the group numbered `number` (1 = the largest)."""
-        count = int(self.group.max()) + 1 if len(self.group) else 0
-        if not 1 <= number <= count:
-            raise ClusterError(f"there is no group {number}: this run has groups 1 to {count}" if count
+        if not 1 <= number <= self.count:
+            raise ClusterError(f"there is no group {number}: this run has groups 1 to {self.count}" if self.count
                                else "this run found no groups")
         return np.flatnonzero(self.group == number - 1)
 
@@ -347,14 +349,6 @@ class Clusters:
         return cls(parsed, vectors, np.array(group, dtype=int), threshold), embedder
 
 
-def thumbnail(crop: np.ndarray) -> bytes:
-    """A small JPEG of an RGB face crop, for the contact sheet."""
-    import cv2
-
-    small = cv2.resize(crop, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA)
-    return cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
-
-
 def check_free(folder: Path) -> None:
     """ClusterError if folder is not a folder, or already holds a run's files: a run never replaces a file."""
     if os.path.lexists(folder) and not Path(folder).is_dir():
@@ -381,7 +375,7 @@ def contact_sheet(clusters: Clusters, folder: Path) -> str:
                 + "".join(tile(r) for r in rows[:shown]) + f"</div>{more}</section>")
 
     parts = []
-    for g in range(int(clusters.group.max()) + 1 if len(clusters.group) else 0):
+    for g in range(clusters.count):
         rows = np.flatnonzero(clusters.group == g)
         command = f"animeface enroll NAME --cluster {g + 1} --from {shlex.quote(str(folder))}"
         hint = f'<p class="how"><code>{html.escape(command)}</code></p>'
@@ -390,7 +384,7 @@ def contact_sheet(clusters: Clusters, folder: Path) -> str:
     if len(ungrouped):
         parts.append(section(f"Ungrouped: {len(ungrouped)} faces", ungrouped, SHOWN_UNGROUPED))
     summary = (f"{len(clusters.faces) + len(clusters.named)} faces: {len(clusters.named)} named by the gallery and "
-               f"set aside; the other {len(clusters.faces)} in {int(clusters.group.max()) + 1 if len(clusters.group) else 0} "
+               f"set aside; the other {len(clusters.faces)} in {clusters.count} "
                f"groups, {len(ungrouped)} ungrouped")
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
             "content=\"width=device-width, initial-scale=1\"><title>animeface: faces by character</title><style>"

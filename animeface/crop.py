@@ -8,6 +8,8 @@ import numpy as np
 #: Widen each side of the detector's box by this share of its size: the cascade
 #: box is tight on the eyes, and hair colour and shape are what tell characters apart.
 DEFAULT_MARGIN = 0.25
+#: Side of the face thumbnails pages show (the cluster contact sheet, the web page's gallery).
+THUMBNAIL_SIDE = 96
 
 
 def crop_face(rgb: np.ndarray, box, size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
@@ -32,6 +34,12 @@ def whole_image(rgb: np.ndarray, size: int) -> np.ndarray:
     top, left = (side - H) // 2, (side - W) // 2
     squared = cv2.copyMakeBorder(rgb, top, side - H - top, left, side - W - left, cv2.BORDER_REPLICATE)
     return resize_square(squared, size)
+
+
+def thumbnail_jpeg(face: np.ndarray) -> bytes:
+    """A small JPEG of a square RGB face crop, THUMBNAIL_SIDE pixels a side, for a page to show."""
+    small = resize_square(face, THUMBNAIL_SIDE)
+    return cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
 
 
 def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:

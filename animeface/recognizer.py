@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .crop import DEFAULT_MARGIN, crop_face, whole_image
+from .crop import DEFAULT_MARGIN, crop_face, thumbnail_jpeg, whole_image
 from .detect import Box, Detector
 from .embed import Embedder
 from .errors import BackboneMismatchError, GalleryError, ImageError
@@ -187,7 +187,7 @@ class Recognizer:
         for src in self._progress(_expand(images), "enroll " + name):
             label = describe(src)
             try:
-                data = read_file(src, label) if isinstance(src, (str, os.PathLike)) else src
+                data = _read(src, label)
             except ImageError as exc:
                 report.failed.append((label, str(exc)))
                 continue
@@ -296,7 +296,7 @@ class Recognizer:
         names; faces that fit no group stay ungrouped. `threshold`, the mean similarity two groups
         need to merge, defaults to the one derived from the embedder's calibration. An unreadable
         picture is listed in the result's `failed`, and the rest carry on."""
-        from .cluster import ClusterFace, Clusters, checked, group, threshold_from, thumbnail
+        from .cluster import ClusterFace, Clusters, checked, group, threshold_from
 
         _check_faces(faces)
         threshold = threshold_from(self.embedder.pair_similarity) if threshold is None else checked(threshold)
@@ -308,7 +308,7 @@ class Recognizer:
         def prepare(src):
             label = describe(src)
             try:
-                data = read_file(src, label) if isinstance(src, (str, os.PathLike)) else src
+                data = _read(src, label)
                 boxes, crops = self.face_crops(load_image(data, name=label), faces)
                 digest = _sha256(data)
                 return [ClusterFace(label, list(box), digest) for box in boxes], crops
@@ -333,7 +333,7 @@ class Recognizer:
                         vectors.append(vector)
                         pictures.append(picture)
                         if thumbnails:
-                            thumbs.append(thumbnail(crop))
+                            thumbs.append(thumbnail_jpeg(crop))
                 bar.update(len(read))
         vectors = np.stack(vectors) if vectors else np.zeros((0, self.embedder.dim), np.float32)
         return Clusters(found, vectors, group(vectors, threshold, pictures=pictures), threshold, named, failed,
@@ -490,6 +490,11 @@ def _describe(embedder: dict) -> str:
 def _check_faces(faces: str) -> None:
     if faces not in FACE_MODES:
         raise ValueError(f"faces must be one of {', '.join(FACE_MODES)}; got {faces!r}")
+
+
+def _read(src, label: str):
+    """A path's bytes, read once so the same bytes are hashed and decoded; other inputs as they are."""
+    return read_file(src, label) if isinstance(src, (str, os.PathLike)) else src
 
 
 def _as_list(images) -> list:

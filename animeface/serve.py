@@ -22,10 +22,9 @@ import threading
 from importlib.resources import files
 from typing import Annotated
 
-import cv2
 import numpy as np
 
-from .crop import crop_face, whole_image
+from .crop import THUMBNAIL_SIDE, crop_face, thumbnail_jpeg, whole_image
 from .errors import AnimefaceError, ImageError
 from .io import load_image, read_file
 from .recognizer import FACE_MODES, Recognizer
@@ -38,7 +37,6 @@ READ_ONLY_POSTS = ("/api/identify",)
 #: What a face enrolled through the page records as its source: the upload never was a file here.
 WEB_SOURCE = "web upload"
 THUMBNAILS_SHOWN = 4
-THUMBNAIL_SIDE = 96
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 STATIC = {"/app.js": "application/javascript", "/style.css": "text/css"}
 
@@ -137,8 +135,7 @@ def _thumbnail(rgb: np.ndarray, box) -> str:
     """A small JPEG of the face, as a data URL the page shows as it is."""
     h, w = rgb.shape[:2]
     face = whole_image(rgb, THUMBNAIL_SIDE) if list(box) == [0, 0, w, h] else crop_face(rgb, box, THUMBNAIL_SIDE)
-    _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(face, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode()
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(face)).decode()
 
 
 # -- the guard, at the ASGI level: it answers before any body is read -------------------------

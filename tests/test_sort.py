@@ -28,6 +28,19 @@ from conftest import CASCADE, RANDOM_BACKBONE, ROOT, crops
 UNREADABLE = {"empty.jpg", "truncated.jpg", "text.png", "notes.txt"}
 
 
+
+def interrupted_after(calls: int, real):
+    """real, until it has been called `calls` times; then KeyboardInterrupt, as a user's Ctrl+C."""
+    made = []
+
+    def wrapper(*args):
+        made.append(1)
+        if len(made) > calls:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    return wrapper
+
 def tree(root) -> dict[str, str]:
     """Relative path -> sha256 of every file under root, leaving out sort's own .animeface folder."""
     out = {}
@@ -204,15 +217,7 @@ def test_a_killed_run_resumes_without_redoing_files_and_can_be_undone(tmp_path, 
 def test_undo_of_an_interrupted_run_puts_moved_files_back(tmp_path, empty_rec, messy, monkeypatch):
     before, dst = tree(messy), tmp_path / "sorted"
     real = empty_rec.name_faces
-    calls = []
-
-    def interrupt_after_first_batch(vectors, boxes):
-        calls.append(1)
-        if len(calls) > 4:
-            raise KeyboardInterrupt
-        return real(vectors, boxes)
-
-    monkeypatch.setattr(empty_rec, "name_faces", interrupt_after_first_batch)
+    monkeypatch.setattr(empty_rec, "name_faces", interrupted_after(4, real))
     with pytest.raises(KeyboardInterrupt):
         sort_folder(empty_rec, messy, dst, move=True, jobs=1)
     assert set(before.values()) == set(tree(messy).values()) | set(tree(dst).values())
@@ -308,29 +313,15 @@ def test_an_interrupted_group_unknown_run_resumes_into_the_same_groups(two_chara
     before, dst = tree(two_characters), tmp_path / "sorted"
     options = dict(faces="auto", move=True, group_unknown=True, similarity=ONE_GROUP)
     real_name_faces, real_copy = empty_rec.name_faces, sort.copy_verified
-    calls = []
-
-    def interrupt_naming(vectors, boxes):  # while naming: no unknown picture is placed yet
-        calls.append(1)
-        if len(calls) > 6:
-            raise KeyboardInterrupt
-        return real_name_faces(vectors, boxes)
-
-    monkeypatch.setattr(empty_rec, "name_faces", interrupt_naming)
+    # interrupted while naming: no unknown picture is placed yet
+    monkeypatch.setattr(empty_rec, "name_faces", interrupted_after(6, real_name_faces))
     with pytest.raises(KeyboardInterrupt):
         sort_folder(empty_rec, two_characters, dst, jobs=1, **options)
     monkeypatch.setattr(empty_rec, "name_faces", real_name_faces)
     assert not (dst / "_unknown").exists()
 
-    copies = []
-
-    def interrupt_filing(*args):  # while filing the groups: some pictures are placed
-        copies.append(1)
-        if len(copies) > 4:
-            raise KeyboardInterrupt
-        real_copy(*args)
-
-    monkeypatch.setattr(sort, "copy_verified", interrupt_filing)
+    # interrupted while filing the groups: some pictures are placed
+    monkeypatch.setattr(sort, "copy_verified", interrupted_after(4, real_copy))
     with pytest.raises(KeyboardInterrupt):
         sort_folder(empty_rec, two_characters, dst, **options)
     assert len(tree(dst / "_unknown")) == 4 and set(before.values()) == set(tree(two_characters).values()) | set(
