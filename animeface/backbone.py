@@ -24,18 +24,15 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import sys
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import files, models
+from . import models, runtime
 from .errors import ModelError
-from .io import available_cores
 from .quiet import native_stderr_silenced
 
 DEFAULT_BACKBONE = "imagenet"
@@ -43,15 +40,11 @@ LAYERS = ("mixed0", "mixed1", "mixed2", "mixed3", "mixed4", "mixed5", "mixed6", 
 POOLINGS = ("avg", "gem", "max")
 #: GeM's exponent: between average (1) and max pooling (infinity).
 GEM_POWER = 3.0
-#: Arithmetic the CPU runs the network in. "auto": bf16 where the CPU has it, else f32.
-#: bf16 moved dev-set top-1 by 0.0 and -0.2 points and ran 2.0x faster (benchmarks/precision.py);
+#: Arithmetic the CPU runs the network in (runtime.PRECISIONS). "auto", bf16 where the CPU has it,
+#: moved dev-set top-1 by 0.0 and -0.2 points and ran 2.0x faster (benchmarks/precision.py);
 #: a gallery's vectors do not depend on it enough to matter, so galleries move between CPUs.
-PRECISIONS = ("auto", "bf16", "f32")
 #: Bumped whenever the conversion changes what a cached network computes.
 CONVERSION_VERSION = 1
-
-_lock = threading.Lock()
-_compiled: dict = {}
 
 
 def resolve_backbone(backbone: str | os.PathLike | None) -> str:
@@ -123,8 +116,8 @@ class Network:
     """Pooled features of the recipe's layers for a batch of uint8 RGB crops: (n, sum of channels)."""
 
     def __init__(self, spec: str, layers: tuple[str, ...], pooling: str, size: int, precision: str = "auto"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in runtime.PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(runtime.PRECISIONS)}, got {precision!r}")
         for layer in layers:
             if layer not in LAYERS:
                 raise ValueError(f"layer {layer!r} is not one of {', '.join(LAYERS)}")
@@ -133,7 +126,7 @@ class Network:
         self.weights = parse_spec(spec)
         self.layers, self.pooling, self.size = tuple(layers), pooling, int(size)
         self.precision = precision
-        self._requests = threading.local()  # one inference request per thread, reused
+        self._requests = runtime.Requests()
 
     @property
     def deepest(self) -> str:
@@ -150,7 +143,7 @@ class Network:
         digest = models.known_weights().get(sha256, {}).get(self.deepest)
         if digest is None:
             self._compiled()
-            digest = _read_card(self._folder(self._file()))["weights_digest"]
+            digest = runtime.read_card(self._folder(self._file()))["weights_digest"]
         return f"inception-v3:{digest[:16]}"
 
     def _file(self) -> Weights:
@@ -160,58 +153,17 @@ class Network:
         return network_folder(weights, self.layers, self.pooling, self.size)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        if getattr(self._requests, "request", None) is None:
-            self._requests.request = self._compiled().create_infer_request()
-        result = self._requests.request.infer({0: np.ascontiguousarray(crops, np.uint8)})[0]
-        return np.array(result, np.float32)  # a copy: the request's buffer is reused
+        return self._requests.infer(self._compiled(), np.ascontiguousarray(crops, np.uint8))[0]
 
     def _compiled(self):
         weights = self._file()
         folder = self._folder(weights)
-        with _lock:
-            if (folder, self.precision) not in _compiled:
-                if not (folder / "network.json").is_file():
-                    convert(weights, self.layers, self.pooling, self.size, folder)
-                _compiled[folder, self.precision] = _compile(folder, self.precision)
-            return _compiled[folder, self.precision]
-
-
-def _compile(folder: Path, precision: str):
-    """Load a cached network after checking its files against its card."""
-    import openvino as ov
-
-    card = _read_card(folder)
-    for name in ("network.xml", "network.bin"):
-        if not (folder / name).is_file() or models.sha256_file(folder / name) != card["files"].get(name):
-            raise ModelError(f"{folder}: the cached network is damaged ({name}); delete that folder and it "
-                             "will be prepared again")
-    core = ov.Core()
-    if precision == "auto":
-        precision = "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32"
-    try:
-        return core.compile_model(str(folder / "network.xml"), "CPU", {
-            "INFERENCE_PRECISION_HINT": precision,
-            "INFERENCE_NUM_THREADS": available_cores(),
-        })
-    except RuntimeError as exc:
-        raise ModelError(f"{folder}: OpenVINO could not load the cached network ({exc}); delete that folder "
-                         "and it will be prepared again") from exc
-
-
-def _read_card(folder: Path) -> dict:
-    try:
-        card = json.loads((folder / "network.json").read_text(encoding="utf-8"))
-        if not isinstance(card, dict) or not isinstance(card.get("files"), dict) \
-                or not isinstance(card.get("weights_digest"), str):
-            raise ValueError("not a network card")
-        return card
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{folder}: the cached network is damaged ({exc}); delete that folder and it "
-                         "will be prepared again") from exc
+        return runtime.compiled(folder, self.precision,
+                                lambda: convert(weights, self.layers, self.pooling, self.size, folder))
 
 
 def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, folder: Path) -> None:
-    """Build the network in TensorFlow from the weights, convert it to OpenVINO, cache it atomically."""
+    """Build the network in TensorFlow from the weights; runtime converts and caches it."""
     print("animeface: preparing the embedder, once (building Inception-v3 and converting it; "
           "under a minute)", file=sys.stderr, flush=True)
     with native_stderr_silenced():  # TensorFlow's start-up notes are noise to a user
@@ -220,25 +172,9 @@ def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, 
     if pinned and pinned != digest:
         raise ModelError(f"{weights.path}: its sha256 is that of a known weights file, but the weights read "
                          f"from it differ ({digest[:16]} against {pinned[:16]})")
-    import openvino as ov
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = files.temp_dir(folder)
-    try:
-        with native_stderr_silenced():
-            model = ov.convert_model(net)
-        ov.save_model(model, str(tmp / "network.xml"), compress_to_fp16=False)
-        card = {"weights": weights.key, "weights_digest": digest, "layers": list(layers), "pooling": pooling,
-                "input_size": size, "conversion_version": CONVERSION_VERSION,
-                "files": {n: models.sha256_file(tmp / n) for n in ("network.xml", "network.bin")}}
-        (tmp / "network.json").write_text(json.dumps(card, indent=1), encoding="utf-8")
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process cached it first: keep theirs
-            if not (folder / "network.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    runtime.save_converted(net, folder, {
+        "weights": weights.key, "weights_digest": digest, "layers": list(layers), "pooling": pooling,
+        "input_size": size, "conversion_version": CONVERSION_VERSION})
 
 
 def _keras_network(weights: Weights, layers: tuple[str, ...], pooling: str, size: int):

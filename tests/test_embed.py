@@ -67,7 +67,8 @@ def test_a_cached_network_runs_without_importing_tensorflow(tmp_path):
 
 
 def test_a_damaged_cached_network_is_a_clear_error():
-    from animeface.backbone import Network, _compiled, network_folder, parse_spec
+    from animeface.backbone import Network, network_folder, parse_spec
+    from animeface.runtime import _compiled
 
     network = Network("random-init:5", ("mixed5",), "avg", 160)
     network(face_batch(1, 160))

@@ -1,0 +1,112 @@
+"""The inference runtime: a network built once in TensorFlow, converted to OpenVINO, cached, then run.
+
+Both networks (the embedder's Inception-v3 and the FaceBoxes detector) go through here:
+TensorFlow is imported only to convert, the converted model is cached in a folder named
+by a digest of everything that shapes it, with a card whose sha256s are checked before
+each load, and every run afterwards reads the cache alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from . import files, models
+from .errors import ModelError
+from .io import available_cores
+from .quiet import native_stderr_silenced
+
+#: Arithmetic the CPU runs a network in. "auto": bf16 where the CPU has it, else f32.
+PRECISIONS = ("auto", "bf16", "f32")
+MODEL_FILES = ("network.xml", "network.bin")
+
+_lock = threading.Lock()
+_compiled: dict = {}
+
+
+def save_converted(function, folder: Path, card: dict) -> None:
+    """Convert a tf.function to OpenVINO and cache it in folder with its card, atomically;
+    when another process cached it first, theirs is kept."""
+    import openvino as ov
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = files.temp_dir(folder)
+    try:
+        with native_stderr_silenced():
+            model = ov.convert_model(function)
+        ov.save_model(model, str(tmp / "network.xml"), compress_to_fp16=False)
+        card = {**card, "files": {n: models.sha256_file(tmp / n) for n in MODEL_FILES}}
+        (tmp / "network.json").write_text(json.dumps(card, indent=1), encoding="utf-8")
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "network.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_card(folder: Path) -> dict:
+    """A cached network's card; a damaged one is a ModelError saying to delete the folder."""
+    try:
+        card = json.loads((folder / "network.json").read_text(encoding="utf-8"))
+        if not isinstance(card, dict) or not isinstance(card.get("files"), dict):
+            raise ValueError("not a network card")
+        return card
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder}: the cached network is damaged ({exc}); delete that folder and it "
+                         "will be prepared again") from exc
+
+
+def compiled(folder: Path, precision: str, prepare) -> "object":
+    """The cached network in folder compiled for the CPU, once per process; prepare() caches it
+    first when the folder holds none."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    with _lock:
+        if (folder, precision) not in _compiled:
+            if not (folder / "network.json").is_file():
+                prepare()
+            _compiled[folder, precision] = _compile(folder, precision)
+        return _compiled[folder, precision]
+
+
+def _compile(folder: Path, precision: str):
+    import openvino as ov
+
+    card = read_card(folder)
+    for name in MODEL_FILES:
+        if not (folder / name).is_file() or models.sha256_file(folder / name) != card["files"].get(name):
+            raise ModelError(f"{folder}: the cached network is damaged ({name}); delete that folder and it "
+                             "will be prepared again")
+    core = ov.Core()
+    if precision == "auto":
+        precision = "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32"
+    try:
+        return core.compile_model(str(folder / "network.xml"), "CPU", {
+            "INFERENCE_PRECISION_HINT": precision,
+            "INFERENCE_NUM_THREADS": available_cores(),
+        })
+    except RuntimeError as exc:
+        raise ModelError(f"{folder}: OpenVINO could not load the cached network ({exc}); delete that folder "
+                         "and it will be prepared again") from exc
+
+
+class Requests:
+    """One inference request per thread on a compiled network, reused; results are copied out."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def infer(self, network, inputs: np.ndarray) -> list[np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None or getattr(self._local, "network", None) is not network:
+            request = self._local.request = network.create_infer_request()
+            self._local.network = network
+        result = request.infer({0: inputs})
+        return [np.array(result[i], np.float32) for i in range(len(network.outputs))]
