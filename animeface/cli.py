@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__, quiet
+from .models import DEFAULT_DETECTOR, DETECTORS
 from .errors import AnimefaceError, GalleryError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_NOTHING_DONE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -230,6 +231,9 @@ def _command(sub, name, help_text, run, examples: str, network: bool = True):
 def _network_options(p) -> None:
     p.add_argument("--backbone", help=BACKBONE_HELP)
     p.add_argument("--projection", metavar="NPZ", default="default", help=PROJECTION_HELP)
+    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                   help="face detector: faceboxes, the learned one (default; weights from ANIMEFACE_DETECTOR or the "
+                        "download), or cascade, the LBP cascade (faster, misses more faces)")
     p.add_argument("--cascade", help="face cascade XML (default: ANIMEFACE_CASCADE or the downloaded one)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no loading message")
 
@@ -258,17 +262,17 @@ def open_recognizer(args, create: bool = False):
     if not hasattr(args, "backbone"):  # list, forget: they never embed, so any backbone setting opens any gallery
         return Recognizer(path, backbone="imagenet", check_backbone=False, progress=False)
     return Recognizer(path, backbone=args.backbone, projection=args.projection, cascade=args.cascade,
-                      progress=_progress(args))
+                      detector=args.detector, progress=_progress(args))
 
 
 def load_embedder(rec, args) -> None:
     """Load the network now, saying so, rather than in silence at the first picture; TensorFlow's
     native log lines are dropped while it loads. An empty gallery needs no network, so none loads.
-    The face cascade is found first: a missing one is said at once, not after a conversion."""
+    The face detector is found first: a missing one is said at once, not after a conversion."""
     import numpy as np
 
     if getattr(args, "faces", "detect") != "whole":
-        rec.detector  # noqa: B018 - fetches and checks the cascade
+        rec.detector  # noqa: B018 - fetches and checks the detector's files
     if not args.quiet:
         _say("loading the embedder ...")
     size = rec.embedder.input_size
@@ -458,7 +462,7 @@ def cmd_detect(args) -> int:
         _warn_if_empty(rec)
         if rec.characters:
             load_embedder(rec, args)
-    detector = rec.detector if rec else Detector(args.cascade)
+    detector = rec.detector if rec else Detector(args.detector, cascade=args.cascade)
     done = failed = 0
     for path, relative in _pictures(args.paths):
         try:
@@ -606,7 +610,8 @@ def cmd_evaluate(args) -> int:
     try:
         with quiet.native_stderr_silenced():
             result = evaluate(args.root, shots=args.shots, unknown=args.unknown, repeats=args.repeats, seed=args.seed,
-                              faces=args.faces, backbone=args.backbone, cascade=args.cascade, progress=_progress(args))
+                              faces=args.faces, backbone=args.backbone, cascade=args.cascade,
+                              detector=args.detector, progress=_progress(args))
     except ValueError as exc:
         raise UsageError(f"evaluate: {exc}") from None
     if args.plots:

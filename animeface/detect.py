@@ -1,282 +1,53 @@
-"""Find anime faces with the LBP cascade (nagadomi/lbpcascade_animeface).
+"""Find anime faces: the learned detector (FaceBoxes) by default, the LBP cascade as the fast mode.
 
-The cascade alone, at its author's settings, misses tilted heads, small faces
-in big pictures, faces that fill the frame and faces its coarse scale steps
-skip. Detector adds, each configurable: a finer scale step on a reduced
-working size (which also shrinks huge pictures), a sweep of rotations, a
-framed pass for big faces, extra contrast preparations, a small verifier for
-the boxes, and non-maximum suppression to merge it all. The passes are sized
-so that the whole costs less than the plain cascade on the same picture."""
+Measured on full illustrations (benchmarks/detection.py), the cascade needs large, open,
+frontal eyes and finds no face in many pictures that FaceBoxes handles; it stays as the
+detector the project started from, selectable by kind="cascade" (--detector cascade).
+"""
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from . import models
-from .errors import ModelError
+from .boxes import Box, nms
 from .io import ImageLike, load_image
-from .verifier import Verifier
+from .models import DEFAULT_DETECTOR, DETECTORS
 
-
-@dataclass(frozen=True)
-class Box:
-    """A face box in original-image pixels; unpacks as (x, y, w, h) and carries .score in [0, 1]."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-    score: float = 1.0
-
-    def __iter__(self):
-        return iter((self.x, self.y, self.w, self.h))
-
-    def __len__(self):
-        return 4
-
-    def __getitem__(self, i):
-        return (self.x, self.y, self.w, self.h)[i]
-
-
-def cascade_path(cascade: str | os.PathLike | None = None) -> Path:
-    """The cascade to use: the argument, else ANIMEFACE_CASCADE, else the verified download."""
-    chosen = cascade or os.environ.get("ANIMEFACE_CASCADE")
-    if chosen:
-        path = Path(chosen).expanduser()
-        if not path.is_file():
-            raise ModelError(f"cascade file {path} does not exist (from the argument or ANIMEFACE_CASCADE)")
-        return path
-    return models.fetch("lbpcascade_animeface")
-
-
-def _load_cascade(path: Path) -> cv2.CascadeClassifier:
-    """The cascade in path; a file that is not one (empty, damaged, another kind of XML) is a ModelError."""
-    cascade = cv2.CascadeClassifier()
-    try:
-        loaded = cascade.load(str(path)) and not cascade.empty()
-    except cv2.error:
-        loaded = False
-    if not loaded:
-        raise ModelError(f"{path}: not a cascade file OpenCV can load (empty, damaged or another kind of file); "
-                         "point ANIMEFACE_CASCADE at lbpcascade_animeface.xml")
-    return cascade
-
-
-CONTRASTS = ("equalize", "clahe")
+__all__ = ["Box", "DETECTORS", "Detector", "detect_faces", "draw_boxes", "nms"]
 
 
 class Detector:
-    """The anime face cascade plus the passes that raise its recall.
+    """Face boxes in pictures, by the detector of this kind.
 
-    scale_factor, min_neighbors, min_size: the cascade's own settings, in
-        working-size pixels (the author's are 1.1, 5 and 24). A finer scale step
-        than the author's finds faces his pyramid steps over.
-    resolution: the share of a picture's own resolution to search at. Below 1
-        it skips faces under min_size / resolution pixels, which pays for the
-        finer pyramid and the extra passes; min_side and max_side bound the result.
-    min_side: never search a picture whose long side is smaller than this, so
-        that faces in small pictures still reach the 24 px window; None: no bound.
-    max_side: never search a picture whose long side is larger than this (speed);
-        None: no bound.
-    angles: rotations in degrees to run the cascade on; boxes map back upright.
-    tilted_min_size: the smallest face the rotated passes look for, in working-size
-        pixels; tilted heads in illustrations are rarely tiny, and each rotated
-        pass runs on a copy shrunk to match, so it costs a fraction of the upright one.
-    pad: a pass for faces that fill the frame or are cut by its edge: the picture
-        with a grey border of this share of its long side on every side, searched
-        for faces of at least pad_min_face times its short side. 0 turns it off.
-    contrasts: grey-level preparations, each a set of passes: "equalize"
-        (equalizeHist), "clahe".
-    verify: keep only boxes the face verifier accepts at verify_threshold; the
-        score is then the verifier's probability.
-    nms_iou: boxes overlapping a better one by more than this are merged away.
-
-    Detector(cascade, scale_factor=1.1, min_neighbors=5, resolution=1, min_side=None,
-    max_side=None, angles=(0,), pad=0, verify=False) is the plain cascade at its
-    author's settings. benchmarks/detection.py measures each pass against it.
+    kind: "faceboxes" (default) or "cascade". cascade: the cascade XML (else
+    ANIMEFACE_CASCADE, else the download); weights: the FaceBoxes .pth (else
+    ANIMEFACE_DETECTOR, else the download). Other keyword arguments go to that kind's
+    detector (faceboxes.FaceBoxesDetector, cascade.CascadeDetector).
     """
 
-    def __init__(
-        self,
-        cascade=None,
-        scale_factor: float = 1.07,
-        min_neighbors: int = 4,
-        min_size: int = 24,
-        *,
-        resolution: float = 0.6,
-        min_side: int | None = 400,
-        max_side: int | None = 1280,
-        angles=(0, -25, 25),
-        tilted_min_size: int = 80,
-        pad: float = 0.08,
-        pad_min_face: float = 0.25,
-        contrasts=("equalize",),
-        verify: bool = True,
-        verify_threshold: float = 0.5,
-        nms_iou: float = 0.3,
-    ):
-        if scale_factor <= 1.0:
-            raise ValueError(f"scale_factor must be above 1, got {scale_factor}")
-        if min_neighbors < 0 or min_size < 1:
-            raise ValueError(f"min_neighbors must be >= 0 and min_size >= 1, got {min_neighbors} and {min_size}")
-        if resolution <= 0:
-            raise ValueError(f"resolution must be above 0, got {resolution}")
-        if max_side is not None and min_side is not None and min_side > max_side:
-            raise ValueError(f"min_side ({min_side}) must not exceed max_side ({max_side})")
-        unknown = set(contrasts) - set(CONTRASTS)
-        if unknown or not contrasts:
-            raise ValueError(f"contrasts must be a non-empty selection of {CONTRASTS}, got {contrasts}")
-        if not angles:
-            raise ValueError("angles must hold at least one rotation, e.g. (0,)")
-        self.path = cascade_path(cascade)
-        self._cascade = _load_cascade(self.path)
-        self.scale_factor = scale_factor
-        self.min_neighbors = min_neighbors
-        self.min_size = min_size
-        self.resolution = resolution
-        self.min_side = min_side
-        self.max_side = max_side
-        self.angles = tuple(angles)
-        self.tilted_min_size = max(tilted_min_size, min_size)
-        self.pad = pad
-        self.pad_min_face = pad_min_face
-        self.contrasts = tuple(contrasts)
-        self.verify_threshold = verify_threshold
-        self.nms_iou = nms_iou
-        self._verifier = Verifier() if verify else None
+    def __init__(self, kind: str = DEFAULT_DETECTOR, *, cascade: str | os.PathLike | None = None,
+                 weights: str | os.PathLike | None = None, **settings):
+        if kind not in DETECTORS:
+            raise ValueError(f"detector kind must be one of {', '.join(DETECTORS)}, got {kind!r}")
+        self.kind = kind
+        if kind == "cascade":
+            from .cascade import CascadeDetector
+
+            self._detector = CascadeDetector(cascade, **settings)
+        else:
+            from .cascade import CascadeDetector
+            from .faceboxes import FaceBoxesDetector
+
+            settings.setdefault("second_opinion", CascadeDetector(cascade))
+            self._detector = FaceBoxesDetector(weights, **settings)
+        self.path = self._detector.path
 
     def detect(self, image: ImageLike) -> list[Box]:
-        """Face boxes in original-image pixels, best score first."""
-        rgb = load_image(image)
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        scale = self._working_scale(max(gray.shape))
-        gray = _resized(gray, scale)
-
-        rects, scores = [], []
-        for contrast in self.contrasts:
-            prepared = _prepare(gray, contrast)
-            for angle in self.angles:
-                found, weights = self._search(prepared, self.tilted_min_size if angle else self.min_size, angle)
-                rects += found
-                scores += weights
-            if self.pad:
-                min_face = max(self.min_size, self.pad_min_face * min(gray.shape))
-                found, weights = self._search(prepared, min_face, 0, border=self.pad * max(gray.shape))
-                rects += found
-                scores += weights
-        if not rects:
-            return []
-        rects = np.asarray(rects, dtype=np.float64)
-        scores = np.asarray(scores, dtype=np.float64)
-        if self._verifier is not None:
-            scores = self._verifier.probabilities(gray, rects)
-            keep = scores >= self.verify_threshold
-            rects, scores = rects[keep], scores[keep]
-        height, width = rgb.shape[:2]
-        boxes = []
-        for i in _nms(rects, scores, self.nms_iou):
-            x, y, w, h = rects[i]
-            x0, y0 = max(x / scale, 0), max(y / scale, 0)
-            x1, y1 = min((x + w) / scale, width), min((y + h) / scale, height)
-            if x1 > x0 and y1 > y0:
-                boxes.append(Box(int(round(x0)), int(round(y0)), int(round(x1 - x0)), int(round(y1 - y0)), float(scores[i])))
-        return boxes
-
-    def _working_scale(self, long_side: int) -> float:
-        side = long_side * self.resolution
-        if self.min_side is not None:
-            side = max(side, self.min_side)
-        if self.max_side is not None:
-            side = min(side, self.max_side)
-        return side / long_side
-
-    def _search(self, gray: np.ndarray, min_face: float, angle: float, border: float = 0.0):
-        """Boxes (x, y, w, h) in gray's pixels of faces min_face pixels and up, and their squashed
-        cascade weights, with the picture turned by angle degrees and framed by a grey border.
-
-        A search for faces larger than the cascade's min_size runs on a copy shrunk
-        until the two meet: the same search, on far fewer pixels.
-        """
-        shrink = min(1.0, self.min_size / min_face)
-        gray = _resized(gray, shrink)
-        border = int(round(border * shrink))
-        if border:
-            gray = cv2.copyMakeBorder(gray, border, border, border, border, cv2.BORDER_CONSTANT, value=128)
-        inverse = None
-        if angle:
-            gray, inverse = _rotate(gray, angle)
-        found, _, weights = self._cascade.detectMultiScale3(
-            gray,
-            scaleFactor=self.scale_factor,
-            minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size),
-            outputRejectLevels=True,
-        )
-        rects, scores = [], []
-        for (x, y, w, h), weight in zip(found, np.ravel(weights)):
-            if inverse is not None:
-                cx, cy = inverse @ np.array([x + w / 2, y + h / 2, 1.0])
-                x, y = cx - w / 2, cy - h / 2
-            rects.append(((x - border) / shrink, (y - border) / shrink, w / shrink, h / shrink))
-            scores.append(_squash(float(weight)))
-        return rects, scores
-
-
-def _resized(gray: np.ndarray, scale: float) -> np.ndarray:
-    """gray scaled by scale (at least 1 px a side); itself when scale is 1."""
-    if scale == 1.0:
-        return gray
-    size = (max(round(gray.shape[1] * scale), 1), max(round(gray.shape[0] * scale), 1))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-
-
-def _prepare(gray: np.ndarray, contrast: str) -> np.ndarray:
-    if contrast == "clahe":
-        return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
-    return cv2.equalizeHist(gray)
-
-
-def _rotate(gray: np.ndarray, angle: float):
-    """The image rotated by angle degrees on a canvas that holds all of it, and the map back."""
-    height, width = gray.shape
-    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
-    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
-    new_width, new_height = int(height * sin + width * cos), int(height * cos + width * sin)
-    matrix[0, 2] += new_width / 2 - width / 2
-    matrix[1, 2] += new_height / 2 - height / 2
-    rotated = cv2.warpAffine(gray, matrix, (new_width, new_height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return rotated, cv2.invertAffineTransform(matrix)
-
-
-def _nms(rects: np.ndarray, scores: np.ndarray, max_iou: float) -> list[int]:
-    """Indices of the boxes kept, best first: each drops later ones that overlap it by more than
-    max_iou, or that lie mostly (70%) inside it."""
-    order = list(np.argsort(-scores, kind="stable"))
-    kept = []
-    while order:
-        best = order.pop(0)
-        kept.append(best)
-        order = [i for i in order if not _overlaps(rects[best], rects[i], max_iou)]
-    return kept
-
-
-def _overlaps(a, b, max_iou: float) -> bool:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    smaller = min(a[2] * a[3], b[2] * b[3])
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter > max_iou * union or inter > 0.7 * smaller
-
-
-def _squash(weight: float) -> float:
-    return 1.0 / (1.0 + math.exp(-weight))
+        """Face boxes in original-image pixels, best score first; scores lie in [0, 1]."""
+        return self._detector.detect(load_image(image))
 
 
 def draw_boxes(rgb: np.ndarray, boxes, labels=None) -> np.ndarray:
@@ -295,16 +66,11 @@ def draw_boxes(rgb: np.ndarray, boxes, labels=None) -> np.ndarray:
     return out
 
 
-_default_detector: Detector | None = None
+_default_detectors: dict[str, Detector] = {}
 
 
-def default_detector() -> Detector:
-    global _default_detector
-    if _default_detector is None:
-        _default_detector = Detector()
-    return _default_detector
-
-
-def detect_faces(image: ImageLike) -> list[Box]:
-    """Face boxes in an image, best score first."""
-    return default_detector().detect(image)
+def detect_faces(image: ImageLike, kind: str = DEFAULT_DETECTOR) -> list[Box]:
+    """Face boxes in an image, best score first, by the default detector of that kind."""
+    if kind not in _default_detectors:
+        _default_detectors[kind] = Detector(kind)
+    return _default_detectors[kind].detect(image)

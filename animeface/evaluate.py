@@ -124,7 +124,7 @@ def make_split(folders: dict[str, list[Path]], shots: int, unknown: int, rng) ->
 
 
 def evaluate(root, shots: int = 10, unknown: int = 0, repeats: int = 1, seed: int = 0, faces: str = "auto",
-             backbone=None, cascade=None, progress: bool = False, bootstrap: int = BOOTSTRAP_RESAMPLES) -> dict:
+             backbone=None, cascade=None, detector: str = "faceboxes", progress: bool = False, bootstrap: int = BOOTSTRAP_RESAMPLES) -> dict:
     """Enroll `shots` pictures per known character, identify the rest, over `repeats` random splits.
 
     Returns a JSON-ready dict: headline figures averaged over splits with 95%
@@ -137,7 +137,8 @@ def evaluate(root, shots: int = 10, unknown: int = 0, repeats: int = 1, seed: in
     folders = character_folders(root)
     check_split(folders, shots, unknown, repeats)
     with tempfile.TemporaryDirectory() as tmp:
-        rec = Recognizer(Path(tmp) / "unsaved", backbone=backbone, cascade=cascade, progress=progress)
+        rec = Recognizer(Path(tmp) / "unsaved", backbone=backbone, cascade=cascade, detector=detector,
+                         progress=progress)
         pictures = embed_pictures(rec, folders, faces)
         return score_splits(rec, folders, pictures, shots, unknown, repeats, seed, bootstrap,
                             {"root": str(root), "faces": faces})

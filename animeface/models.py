@@ -19,6 +19,12 @@ from pathlib import Path
 from .errors import ModelError
 
 
+#: The face detectors (detect.Detector's kinds), here so that the command line lists them
+#: without loading OpenCV: the learned FaceBoxes network, and the LBP cascade.
+DETECTORS = ("faceboxes", "cascade")
+DEFAULT_DETECTOR = "faceboxes"
+
+
 @dataclass(frozen=True)
 class ModelFile:
     name: str

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .crop import DEFAULT_MARGIN, crop_face, thumbnail_jpeg, whole_image
-from .detect import Box, Detector
+from .detect import DEFAULT_DETECTOR, DETECTORS, Box, Detector
 from .embed import Embedder
 from .errors import BackboneMismatchError, GalleryError, ImageError
 from .gallery import Gallery, validate_name
@@ -100,6 +100,9 @@ def default_gallery_path() -> Path:
 class Recognizer:
     """A gallery of enrolled characters, and the pipeline that names faces against it.
 
+    detector: a Detector, or its kind ("faceboxes", the default, or "cascade"); the
+    cascade file comes from cascade= (else ANIMEFACE_CASCADE), the FaceBoxes weights from
+    ANIMEFACE_DETECTOR, else their downloads.
     check_backbone=False opens a gallery whatever backbone made it, for reading and
     changing its list of characters (list, forget) without comparing any vectors.
     """
@@ -107,11 +110,14 @@ class Recognizer:
     def __init__(self, path: os.PathLike | None = None, *, backbone=None, cascade=None,
                  projection="default", similarity_threshold: float | None = None,
                  probability_threshold: float | None = None, margin: float = DEFAULT_MARGIN,
-                 detector: Detector | None = None, progress: bool | None = None, check_backbone: bool = True):
+                 detector: str | Detector = DEFAULT_DETECTOR, progress: bool | None = None,
+                 check_backbone: bool = True):
         self.path = Path(path) if path is not None else default_gallery_path()
         self.margin = margin
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._cascade = cascade
+        if isinstance(detector, str) and detector not in DETECTORS:
+            raise ValueError(f"detector must be a Detector or one of {', '.join(DETECTORS)}, got {detector!r}")
         self._detector = detector
         self._local = threading.local()
         self._user_thresholds = (similarity_threshold, probability_threshold)
@@ -165,11 +171,12 @@ class Recognizer:
 
     @property
     def detector(self) -> Detector:
-        """The detector given, else one per thread: an OpenCV cascade must not be shared between threads."""
-        if self._detector is not None:
+        """The detector given, else one of the kind given per thread: an OpenCV cascade must not be
+        shared between threads."""
+        if not isinstance(self._detector, str):
             return self._detector
         if not hasattr(self._local, "detector"):
-            self._local.detector = Detector(self._cascade)
+            self._local.detector = Detector(self._detector, cascade=self._cascade)
         return self._local.detector
 
     def enroll(self, name: str, images, faces: str = "auto") -> EnrollReport:
@@ -398,20 +405,22 @@ class Recognizer:
     def face_crops(self, rgb: np.ndarray, faces: str) -> tuple[list[Box], list[np.ndarray]]:
         """Boxes and embedder-sized crops for one decoded picture, per the faces= mode.
 
-        "auto" takes the whole picture as the face when no face is found in it, or
-        when it looks like a face crop: small and square, with at most one detection
-        (the face itself, or a part of it such as an eye). A crop is embedded as it
-        was framed, as crops are enrolled: re-cropping it around the detection
-        changes its vector enough to name 68% of held-out crops instead of 94%.
+        "auto" takes the whole picture as the face only when it looks like a face crop:
+        small and square, with at most one detection (the face itself, or a part of it
+        such as an eye). A crop is embedded as it was framed, as crops are enrolled:
+        re-cropping it around the detection changes its vector enough to name 68% of
+        held-out crops instead of 94%. A full picture with no face found has no face:
+        taken whole, it was named as some enrolled character, or polluted enrolment.
         """
         size = self.embedder.input_size
         boxes = [] if faces == "whole" else self.detector.detect(rgb)
         h, w = rgb.shape[:2]
-        if faces == "auto" and len(boxes) <= 1 and _looks_like_a_crop(w, h):
+        crop_like = _looks_like_a_crop(w, h)
+        if faces == "auto" and len(boxes) <= 1 and crop_like:
             boxes = []
         if boxes:
             return boxes, [crop_face(rgb, b, size, self.margin) for b in boxes]
-        if faces == "detect":
+        if faces == "detect" or (faces == "auto" and not crop_like):
             return [], []
         return [WholePicture(0, 0, w, h, 1.0)], [whole_image(rgb, size)]
 

@@ -1,0 +1,48 @@
+"""Face boxes and the non-maximum suppression that merges overlapping ones, for every detector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box in original-image pixels; unpacks as (x, y, w, h) and carries .score in [0, 1]."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float = 1.0
+
+    def __iter__(self):
+        return iter((self.x, self.y, self.w, self.h))
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return (self.x, self.y, self.w, self.h)[i]
+
+
+def nms(rects: np.ndarray, scores: np.ndarray, max_iou: float) -> list[int]:
+    """Indices of the boxes kept, best first: each drops later ones that overlap it by more than
+    max_iou, or that lie mostly (70%) inside it."""
+    order = list(np.argsort(-scores, kind="stable"))
+    kept = []
+    while order:
+        best = order.pop(0)
+        kept.append(best)
+        order = [i for i in order if not _overlaps(rects[best], rects[i], max_iou)]
+    return kept
+
+
+def _overlaps(a, b, max_iou: float) -> bool:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    smaller = min(a[2] * a[3], b[2] * b[3])
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter > max_iou * union or inter > 0.7 * smaller
