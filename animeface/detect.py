@@ -41,7 +41,10 @@ class Detector:
             from .cascade import CascadeDetector
             from .faceboxes import FaceBoxesDetector
 
+            from .verifier import Verifier
+
             settings.setdefault("second_opinion", CascadeDetector(cascade))
+            settings.setdefault("verifier", Verifier())
             self._detector = FaceBoxesDetector(weights, **settings)
         self.path = self._detector.path
 

@@ -222,6 +222,11 @@ class FaceBoxesDetector:
     than `small_face` canvas pixels (others of that size may have been missed).
     Boxes are kept at `threshold` or above; a picture's best box at `first_threshold`.
 
+    verifier: a verifier.Verifier that must also accept a box scoring below `verify_below`
+    (measured on the labelled illustrations: it removed a false box on a real photo and no face).
+    Boxes the network is sure of are kept whatever it says: it was trained on the frontal faces the
+    cascade finds, and would veto the unusual faces this network is for.
+
     second_opinion: a cascade.CascadeDetector, run where the "detail" pass ran (many or small
     faces, or none found); its boxes that overlap no FaceBoxes box are added. Small frontal faces
     in crowded pictures are where the cascade still finds faces this network misses.
@@ -233,7 +238,7 @@ class FaceBoxesDetector:
 
     def __init__(self, weights=None, *, side: int = 1024, framings=FRAMINGS, confident: float = 0.5,
                  small_face: int = 192, threshold: float = 0.5, first_threshold: float = 0.5, nms_iou: float = 0.3,
-                 second_opinion=None):
+                 verifier=None, verify_below: float = 0.9, second_opinion=None):
         unknown = set(framings) - set(FRAMINGS)
         if unknown or "square" not in framings:
             raise ValueError(f"framings must include 'square' and be among {', '.join(FRAMINGS)}; got {framings}")
@@ -247,6 +252,7 @@ class FaceBoxesDetector:
         self.side, self.framings, self.small_face = side, tuple(framings), small_face
         self.confident, self.threshold, self.first_threshold = confident, threshold, first_threshold
         self.nms_iou = nms_iou
+        self.verifier, self.verify_below = verifier, verify_below
         self.second_opinion = second_opinion
         #: How many times each framing ran, for benchmarks/detection.py.
         self.passes = dict.fromkeys(FRAMINGS + ("cascade",), 0)
@@ -263,6 +269,12 @@ class FaceBoxesDetector:
         kept = [i for n, i in enumerate(nms(boxes, scores, self.nms_iou)) if n == 0 or scores[i] >= self.threshold]
         rects = [as_cascade_box(boxes[i]) for i in kept]
         scores = [float(scores[i]) for i in kept]
+        unsure = [n for n, score in enumerate(scores) if score < self.verify_below]
+        if self.verifier is not None and unsure:
+            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            vetoed = {n for n, p in zip(unsure, self.verifier.probabilities(gray, [rects[n] for n in unsure])) if p < 0.5}
+            rects = [r for n, r in enumerate(rects) if n not in vetoed]
+            scores = [c for n, c in enumerate(scores) if n not in vetoed]
         if self.second_opinion is not None and "detail" in wanted:
             self.passes["cascade"] += 1
             for box in self.second_opinion.detect(rgb):

@@ -76,7 +76,7 @@ def synthetic_set(count: int = 48, seed: int = 0):
     """
     rng = np.random.default_rng(seed)
     faces = sorted((SHARED / "faces" / "moeimouto10").glob("*/*.png"))
-    plain = Detector(CASCADE, **PLAIN)
+    plain = Detector("cascade", cascade=CASCADE, **PLAIN)
     sizes = [(640, 480), (1280, 960), (2400, 1600)]
     out = []
     for n in range(count):
@@ -217,7 +217,7 @@ def main() -> None:
     args = parser.parse_args()
     plain, default = "plain cascade (author's settings)", "new default"
     chosen = {n: s for n, s in CANDIDATES.items() if n == plain or not args.only or any(n.startswith(o) for o in args.only)}
-    detectors = {name: Detector(CASCADE, **settings) for name, settings in chosen.items()}
+    detectors = {name: Detector("cascade", cascade=CASCADE, **settings) for name, settings in chosen.items()}
     labelled = labelled_set()
     for title, dataset in (("labelled illustrations", labelled), ("synthetic set", synthetic_set())):
         truth = sum(len(t) for _, _, t in dataset)

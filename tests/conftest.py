@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CASCADE = SHARED / "cascades" / "lbpcascade_animeface.xml"
+FACEBOXES = SHARED / "models" / "faceboxes" / "FaceBoxes_epoch_90.pth"
 HOLOEN = SHARED / "faces" / "holoen20"
 RANDOM_BACKBONE = "random-init:0"
 #: Characters with clearly different colouring, so a small test gallery is meaningful.
@@ -39,10 +40,11 @@ def network_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch, network_cache):
-    """Each test gets its own default gallery, the run's network cache, and the shared cascade."""
+    """Each test gets its own default gallery, the run's network cache, and the shared detector files."""
     monkeypatch.setenv("ANIMEFACE_HOME", str(tmp_path / "home-gallery"))
     monkeypatch.setenv("ANIMEFACE_CACHE", str(network_cache))
     monkeypatch.setenv("ANIMEFACE_CASCADE", str(CASCADE))
+    monkeypatch.setenv("ANIMEFACE_DETECTOR", str(FACEBOXES))
     monkeypatch.delenv("ANIMEFACE_BACKBONE", raising=False)
 
 

@@ -25,7 +25,7 @@ LABELLED = [
 
 @pytest.fixture(scope="module")
 def detector():
-    return Detector(CASCADE)
+    return Detector("cascade", cascade=CASCADE)
 
 
 def iou(a, b):
@@ -55,7 +55,7 @@ def test_boxes_unpack_and_carry_scores(detector):
 
 
 def test_default_recall_at_least_plain_cascade(detector):
-    plain = Detector(CASCADE, **PLAIN)
+    plain = Detector("cascade", cascade=CASCADE, **PLAIN)
     assert recall(detector, LABELLED) >= recall(plain, LABELLED)
 
 
@@ -66,7 +66,7 @@ def face_on_canvas(zoom, height, width, top, left):
     face = cv2.resize(face, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
     canvas = np.full((height, width, 3), 220, np.uint8)
     canvas[top : top + face.shape[0], left : left + face.shape[1]] = face
-    upright = Detector(CASCADE, **PLAIN).detect(canvas)
+    upright = Detector("cascade", cascade=CASCADE, **PLAIN).detect(canvas)
     assert len(upright) == 1
     return canvas, upright[0]
 
@@ -79,7 +79,7 @@ def test_rotated_face_is_found(detector):
     cx, cy = matrix @ np.array([upright.x + upright.w / 2, upright.y + upright.h / 2, 1.0])
     found = detector.detect(rotated)
     assert any(abs(b.x + b.w / 2 - cx) < 0.2 * b.w and abs(b.y + b.h / 2 - cy) < 0.2 * b.h for b in found)
-    assert not Detector(CASCADE, **PLAIN).detect(rotated)
+    assert not Detector("cascade", cascade=CASCADE, **PLAIN).detect(rotated)
 
 
 def test_verifier_weights_load_without_pickle():
@@ -101,9 +101,9 @@ def test_bad_input_raises_image_error(detector, tmp_path):
 
 def test_bad_settings_name_the_argument():
     with pytest.raises(ValueError, match="contrasts"):
-        Detector(CASCADE, contrasts=("sharpen",))
+        Detector("cascade", cascade=CASCADE, contrasts=("sharpen",))
     with pytest.raises(ValueError, match="scale_factor"):
-        Detector(CASCADE, scale_factor=1.0)
+        Detector("cascade", cascade=CASCADE, scale_factor=1.0)
 
 
 def test_draw_boxes_marks_a_copy():
@@ -128,7 +128,7 @@ def test_faces_that_fill_the_frame_are_found(detector):
 
     default_hits = found(detector)
     assert default_hits >= len(crops) / 2
-    assert default_hits > found(Detector(CASCADE, **PLAIN))
+    assert default_hits > found(Detector("cascade", cascade=CASCADE, **PLAIN))
 
 
 def test_small_face_in_a_huge_picture_is_found(detector):

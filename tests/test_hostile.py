@@ -428,7 +428,7 @@ def test_a_cascade_file_that_is_not_one_is_a_model_error(tmp_path, content):
     path = tmp_path / "cascade.xml"
     path.write_bytes(content)
     with pytest.raises(animeface.ModelError, match="not a cascade file"):
-        Detector(path)
+        Detector("cascade", cascade=path)
 
 
 # -- 14. decoding memory ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 import animeface
 from animeface import models
-from animeface.detect import cascade_path
+from animeface.cascade import cascade_path
 
 from conftest import CASCADE
 

@@ -1,0 +1,196 @@
+"""The learned detector: its weights read without running pickled code, found faces on real
+pictures, the cascade still selectable, and clear errors for missing or damaged weights."""
+
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import animeface
+from animeface import models
+from animeface.detect import Detector
+from animeface.pth import read_state_dict
+from conftest import CASCADE, FACEBOXES, RANDOM_BACKBONE, SHARED
+
+ROOT = Path(__file__).resolve().parents[1]
+TRUTH = json.loads((ROOT / "tests" / "face_boxes.json").read_text())["boxes"]
+#: Where the state dict's pickle starts: after the magic number, protocol and system-information pickles.
+HEADER = 137
+
+
+def iou(a, b):
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+
+
+# -- the safe weight reader ---------------------------------------------------------------------
+
+
+def test_the_published_weights_read_as_plain_arrays():
+    state = read_state_dict(FACEBOXES)
+    assert state["conv1.conv.weight"].shape == (24, 3, 7, 7)
+    assert state["conv1.conv.weight"].dtype == np.float32
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    assert all(np.isfinite(v).all() for v in state.values() if v.dtype.kind == "f")
+
+
+def hostile_variants(tmp_path):
+    real = FACEBOXES.read_bytes()
+    marker = tmp_path / "pwned"
+    runs_code = (b"\x80\x02cos\nsystem\nq\x00X" + len(f"touch {marker}").to_bytes(4, "little")
+                 + f"touch {marker}".encode() + b"\x85R.")
+    return marker, {
+        "runs code": real[:HEADER] + runs_code,
+        "names another class": real[:HEADER] + b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1\x85R.",
+        "truncated": real[: len(real) - 1000],
+        "trailing bytes": real + b"\x00" * 16,
+        "a tensor past its storage": real.replace(b"K\x18K\x03K\x07K\x07t", b"K\x18K\x03K\x07K\x08t", 1),
+        "no magic number": b"PK\x03\x04" + real[4:],
+        "not a pickle": b"garbage" * 100,
+        "empty": b"",
+    }
+
+
+def test_hostile_or_damaged_weight_files_are_one_clear_error_and_run_nothing(tmp_path):
+    marker, variants = hostile_variants(tmp_path)
+    for what, content in variants.items():
+        path = tmp_path / f"{what}.pth"
+        path.write_bytes(content)
+        with pytest.raises(animeface.ModelError) as err:
+            read_state_dict(path, "ANIMEFACE_DETECTOR")
+        assert str(path) in str(err.value) and "ANIMEFACE_DETECTOR" in str(err.value), what
+        assert not marker.exists(), f"{what}: pickled code ran"
+
+
+def test_a_fifo_as_weights_is_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "weights.pth"
+    os.mkfifo(fifo)
+    with pytest.raises(animeface.ModelError, match="FIFO"):
+        read_state_dict(fifo)
+
+
+def test_weights_of_another_network_are_refused_naming_the_variable(tmp_path, monkeypatch):
+    renamed = tmp_path / "other.pth"
+    renamed.write_bytes(FACEBOXES.read_bytes().replace(b"conv1.conv.weight", b"conv1.conv.weighx", 1))
+    monkeypatch.setenv("ANIMEFACE_DETECTOR", str(renamed))
+    with pytest.raises(animeface.ModelError, match="ANIMEFACE_DETECTOR"):
+        Detector()
+
+
+# -- finding faces on real pictures ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def learned():
+    return Detector(weights=FACEBOXES, cascade=CASCADE)
+
+
+@pytest.fixture(scope="module")
+def cascade():
+    return Detector("cascade", cascade=CASCADE)
+
+
+def tally(detector):
+    found = false = 0
+    for name, truth in TRUTH.items():
+        boxes = detector.detect(SHARED / "illustrations" / name)
+        assert all(0.0 <= b.score <= 1.0 for b in boxes)
+        found += sum(any(iou(b, t) >= 0.3 for b in boxes) for t in truth)
+        false += sum(not any(iou(b, t) >= 0.3 for t in truth) for b in boxes)
+    return found, false
+
+
+def test_learned_detector_finds_more_labelled_faces_with_no_more_false_boxes(learned, cascade):
+    found, false = tally(learned)
+    cascade_found, cascade_false = tally(cascade)
+    assert found >= cascade_found and false <= cascade_false, (found, false, cascade_found, cascade_false)
+
+
+@pytest.mark.parametrize("name", ["set_a/detect_01.jpg", "set_a/detect_04.jpg", "set_b/test_1.jpg",
+                                  "set_c/arkel23+animesion/dva.jpg", "set_c/arkel23+animesion/rei_bodypillow.jpg"])
+def test_every_labelled_face_is_found(learned, name):
+    """Laughing and closed eyes (detect_01), a row of faces (detect_04), thirteen faces in a grid
+    (test_1), a face that fills a tall picture, a small picture."""
+    boxes = learned.detect(SHARED / "illustrations" / name)
+    for truth in TRUTH[name]:
+        assert any(iou(b, truth) >= 0.3 for b in boxes), (truth, boxes)
+
+
+def test_a_picture_with_no_face_gets_no_box(learned):
+    assert learned.detect(SHARED / "illustrations" / "set_c" / "arkel23+animesion" / "muffin.jpg") == []
+
+
+def test_a_face_that_fills_the_picture_is_found(learned):
+    crop = sorted((SHARED / "faces" / "holoen20" / "gura").iterdir())[0]
+    boxes = learned.detect(crop)
+    assert boxes and boxes[0].x < 128 < boxes[0].x + boxes[0].w
+
+
+# -- auto faces: a full picture with no face is not one face ------------------------------------------
+
+
+def test_a_full_picture_with_no_face_is_not_taken_whole(gallery_copy):
+    rec = animeface.Recognizer(gallery_copy, backbone=RANDOM_BACKBONE, progress=False)
+    muffin = SHARED / "illustrations" / "set_c" / "arkel23+animesion" / "muffin.jpg"
+    assert rec.identify(muffin) == []
+    report = rec.enroll("gura", [muffin])
+    assert not report.used and "no face found" in report.skipped[0][1]
+
+
+# -- choosing the detector, and its weights -------------------------------------------------------------
+
+
+def test_detect_command_takes_either_detector(tmp_path):
+    picture = SHARED / "illustrations" / "set_a" / "detect_01.jpg"
+    env = {**os.environ, "ANIMEFACE_CASCADE": str(CASCADE), "ANIMEFACE_DETECTOR": str(FACEBOXES)}
+    counts = {}
+    for kind in ("cascade", "faceboxes"):
+        out = subprocess.run([sys.executable, "-m", "animeface", "detect", str(picture), "--detector", kind,
+                              "--out", str(tmp_path / kind), "-q"], env=env, capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        counts[kind] = int(out.stdout.split(": ")[1].split()[0])
+        assert (tmp_path / kind / "detect_01.jpg").is_file()
+    assert counts == {"cascade": len(TRUTH["set_a/detect_01.jpg"]), "faceboxes": len(TRUTH["set_a/detect_01.jpg"])}
+
+
+def test_missing_weights_name_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMEFACE_DETECTOR", str(tmp_path / "missing.pth"))
+    with pytest.raises(animeface.ModelError, match="ANIMEFACE_DETECTOR"):
+        Detector()
+    env = {**os.environ, "ANIMEFACE_DETECTOR": str(tmp_path / "missing.pth")}
+    out = subprocess.run([sys.executable, "-m", "animeface", "detect", str(CASCADE), "--out", str(tmp_path / "o")],
+                         env=env, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 1 and "ANIMEFACE_DETECTOR" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_corrupt_weights_name_the_variable(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(FACEBOXES.read_bytes()[:5000])
+    monkeypatch.setenv("ANIMEFACE_DETECTOR", str(bad))
+    with pytest.raises(animeface.ModelError, match="ANIMEFACE_DETECTOR"):
+        Detector()
+
+
+def test_downloaded_weights_take_the_same_path(monkeypatch, tmp_path):
+    """With no local copy, the weights are fetched from the manifest's address, verified, cached and used."""
+    monkeypatch.delenv("ANIMEFACE_DETECTOR")
+    monkeypatch.setenv("ANIMEFACE_CACHE", str(tmp_path / "cache"))
+    entry = models.manifest()["faceboxes_anime"]
+    asked = []
+
+    def urlopen(url, timeout=None):
+        asked.append(url)
+        return io.BytesIO(FACEBOXES.read_bytes())
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    boxes = Detector(cascade=CASCADE).detect(SHARED / "illustrations" / "set_a" / "detect_02.jpg")
+    assert asked == [entry.url] and len(boxes) == 1
+    assert (tmp_path / "cache" / entry.filename).read_bytes() == FACEBOXES.read_bytes()
