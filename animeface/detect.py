@@ -43,8 +43,10 @@ class Detector:
 
             from .verifier import Verifier
 
-            settings.setdefault("second_opinion", CascadeDetector(cascade))
-            settings.setdefault("verifier", Verifier())
+            if "second_opinion" not in settings:
+                settings["second_opinion"] = CascadeDetector(cascade)
+            if "verifier" not in settings:
+                settings["verifier"] = Verifier()
             self._detector = FaceBoxesDetector(weights, **settings)
         self.path = self._detector.path
 
