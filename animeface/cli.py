@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  animeface enroll 'Hatsune Miku' miku1.png miku_folder/\n"
                "  animeface identify scene.jpg\n"
                "  animeface sort ~/Downloads/anime ~/Pictures/by-character\n\n"
-               "environment: ANIMEFACE_HOME (default gallery), ANIMEFACE_BACKBONE, ANIMEFACE_CASCADE,\n"
+               "environment: ANIMEFACE_HOME (default gallery), ANIMEFACE_BACKBONE, ANIMEFACE_DETECTOR,\n"
+               "  ANIMEFACE_CASCADE,\n"
                "  ANIMEFACE_CACHE (model downloads). Run 'animeface COMMAND --help' for each command.\n\n"
                + EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"animeface {__version__}")

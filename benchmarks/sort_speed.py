@@ -11,7 +11,10 @@ is its own):
 TensorFlow start-up and one warm-up batch are outside the timings. Prints the
 median images/second over the repeats, the ratio and the peak memory.
 
-    PYTHONPATH=. python benchmarks/sort_speed.py [--count 500] [--repeats 3] [--jobs N]
+With --detectors, the folder holds full illustrations only (../shared/data/illustrations,
+repeated), and sort runs once with each face detector (faceboxes, cascade), side by side.
+
+    PYTHONPATH=. python benchmarks/sort_speed.py [--count 500] [--repeats 3] [--jobs N] [--detectors]
 """
 
 from __future__ import annotations
@@ -35,9 +38,16 @@ BACKBONE = str(SHARED / "models" / "inception_v3_imagenet_to_mixed8.weights.h5")
 CHARACTERS = ("gura", "calli", "kiara", "fauna")
 
 
-def build_folder(folder: Path, count: int) -> None:
-    """count files: one in five an illustration, the rest face crops, two per cent unreadable."""
+def build_folder(folder: Path, count: int, illustrations_only: bool = False) -> None:
+    """count files: one in five an illustration, the rest face crops, two per cent unreadable;
+    or, illustrations_only, every one a full illustration."""
     illustrations = sorted(p for p in (SHARED / "illustrations").rglob("*") if p.is_file())
+    if illustrations_only:
+        folder.mkdir(parents=True)
+        for i in range(count):
+            source = illustrations[i % len(illustrations)]
+            shutil.copyfile(source, folder / f"{i:04d}_{source.name}")
+        return
     holo = sorted(p for c in sorted((SHARED / "faces" / "holoen20").iterdir()) for p in sorted(c.iterdir())[60:80])
     small = sorted((SHARED / "faces" / "unlabeled64").iterdir())
     for i in range(count):
@@ -52,20 +62,23 @@ def build_folder(folder: Path, count: int) -> None:
 
 
 def measure(method: str, folder: Path, repeats: int, jobs: int) -> dict:
-    """Run in a child process: time one method over the folder `repeats` times."""
+    """Run in a child process: time one method ("naive", "sort" or "sort:DETECTOR") over the folder
+    `repeats` times."""
     import numpy as np
 
     import animeface
     from animeface.sort import sort_folder
 
     gallery = folder.parent / "gallery"
-    rec = animeface.Recognizer(gallery, backbone=BACKBONE, cascade=CASCADE, progress=False)
+    detector = method.partition(":")[2] or "faceboxes"
+    rec = animeface.Recognizer(gallery, backbone=BACKBONE, cascade=CASCADE, detector=detector, progress=False)
+    rec.detector.detect(np.zeros((64, 64, 3), np.uint8))  # compile the detector outside the timing
     rec.embedder.embed(np.zeros((rec.embedder.batch_size, 299, 299, 3), np.uint8))  # warm up TensorFlow
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     rates = []
     for r in range(repeats):
         start = time.perf_counter()
-        if method == "sort":
+        if method.startswith("sort"):
             sort_folder(rec, folder, folder.parent / f"sorted-{r}", jobs=jobs)
         else:
             for path in files:
@@ -82,6 +95,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
+    parser.add_argument("--detectors", action="store_true", help="full illustrations; sort with each detector")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -92,28 +106,28 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="animeface-sort-bench-") as tmp:
         folder = Path(tmp) / "pictures"
-        build_folder(folder, args.count)
+        build_folder(folder, args.count, illustrations_only=args.detectors)
         rec = animeface.Recognizer(Path(tmp) / "gallery", backbone=BACKBONE, cascade=CASCADE, progress=False)
         for name in CHARACTERS:
             rec.enroll(name, sorted((SHARED / "faces" / "holoen20" / name).iterdir())[:6], faces="whole")
         rec.save()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
         results = []
-        for method in ("naive", "sort"):
+        for method in ("sort:faceboxes", "sort:cascade") if args.detectors else ("naive", "sort"):
             out = subprocess.run([sys.executable, __file__, "--child", method, str(folder), "--repeats",
                                   str(args.repeats), "--jobs", str(args.jobs)],
                                  env=env, capture_output=True, text=True, check=True).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
             for sorted_dir in Path(tmp).glob("sorted-*"):
                 shutil.rmtree(sorted_dir)
-    print(f"{args.count} mixed pictures, {args.repeats} repeat(s), backbone {BACKBONE}, "
+    print(f"{args.count} {'full illustrations' if args.detectors else 'mixed pictures'}, {args.repeats} repeat(s), backbone {BACKBONE}, "
           f"{os.cpu_count()} CPU(s), sort --jobs {args.jobs}")
-    print(f"{'method':<8}{'median img/s':>14}{'runs':>26}{'peak RSS MiB':>15}")
+    print(f"{'method':<16}{'median img/s':>14}{'runs':>26}{'peak RSS MiB':>15}")
     for r in results:
         runs = " ".join(f"{x:.2f}" for x in r["rates"])
-        print(f"{r['method']:<8}{statistics.median(r['rates']):>14.2f}{runs:>26}{r['maxrss_mib']:>15.0f}")
-    naive, fast = (statistics.median(r["rates"]) for r in results)
-    print(f"sort / naive: {fast / naive:.2f}x")
+        print(f"{r['method']:<16}{statistics.median(r['rates']):>14.2f}{runs:>26}{r['maxrss_mib']:>15.0f}")
+    first, second = (statistics.median(r["rates"]) for r in results)
+    print(f"{results[1]['method']} / {results[0]['method']}: {second / first:.2f}x")
 
 
 if __name__ == "__main__":
