@@ -227,8 +227,8 @@ class FaceBoxesDetector:
     Boxes the network is sure of are kept whatever it says: it was trained on the frontal faces the
     cascade finds, and would veto the unusual faces this network is for.
 
-    second_opinion: a cascade.CascadeDetector, run where the "detail" pass ran (many or small
-    faces, or none found); its boxes that overlap no FaceBoxes box are added. Small frontal faces
+    second_opinion: a cascade.CascadeDetector, run where the "detail" pass is wanted (small
+    faces, or none sure); its boxes that overlap no FaceBoxes box are added. Small frontal faces
     in crowded pictures are where the cascade still finds faces this network misses.
 
     Boxes come out framed as the cascade frames a face (tight on the eyes, square), the framing
@@ -261,9 +261,9 @@ class FaceBoxesDetector:
         """Face boxes in an RGB picture's pixels, best score first."""
         boxes, scores, scale = self._pass(rgb, "square")
         sure = scores >= self.confident
-        sizes = boxes[sure, 2:].max(axis=1) * scale if sure.any() else np.zeros(0)
-        wanted = [f for f in self.framings[1:] if not sure.any() or (f == "detail" and sizes.min() < self.small_face)]
-        for framing in wanted:
+        crowded = not sure.any() or boxes[sure, 2:].max(axis=1).min() * scale < self.small_face
+        wanted = {"fill": not sure.any(), "detail": crowded}
+        for framing in (f for f in self.framings if wanted.get(f)):
             more, more_scores, _ = self._pass(rgb, framing)
             boxes, scores = np.concatenate([boxes, more]), np.concatenate([scores, more_scores])
         kept = [i for n, i in enumerate(nms(boxes, scores, self.nms_iou)) if n == 0 or scores[i] >= self.threshold]
@@ -275,7 +275,7 @@ class FaceBoxesDetector:
             vetoed = {n for n, p in zip(unsure, self.verifier.probabilities(gray, [rects[n] for n in unsure])) if p < 0.5}
             rects = [r for n, r in enumerate(rects) if n not in vetoed]
             scores = [c for n, c in enumerate(scores) if n not in vetoed]
-        if self.second_opinion is not None and "detail" in wanted:
+        if self.second_opinion is not None and crowded:
             self.passes["cascade"] += 1
             for box in self.second_opinion.detect(rgb):
                 if not any(_overlap(box, other) for other in rects):

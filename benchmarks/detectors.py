@@ -64,6 +64,7 @@ def main() -> None:
     ablations = {
         "without fill": Detector(weights=WEIGHTS, cascade=CASCADE, framings=("square", "detail")),
         "without detail": Detector(weights=WEIGHTS, cascade=CASCADE, framings=("square", "fill")),
+        "without detail or cascade": Detector(weights=WEIGHTS, framings=("square", "fill"), second_opinion=None),
         "without cascade second opinion": Detector(weights=WEIGHTS, second_opinion=None),
         "without verifier": Detector(weights=WEIGHTS, cascade=CASCADE, verifier=None),
     }
