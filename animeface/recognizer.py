@@ -121,7 +121,9 @@ class Recognizer:
         self.gallery = Gallery(self.embedder.backbone_id, self.embedder.dim, self.embedder.description)
         self._thresholds = None
         if Gallery.exists(self.path):
-            self._take(*Gallery.load(self.path))
+            with locked(self.path):  # never read half of a save in progress
+                loaded = Gallery.load(self.path)
+            self._take(*loaded)
         if self._thresholds is None:
             self._refit()
 
