@@ -355,21 +355,25 @@ def cmd_enroll(args) -> int:
     rec = open_recognizer(args, create=True)
     if jobs:
         load_embedder(rec, args)
-    done = used = 0
-    for name, paths in jobs:
-        report = rec.enroll(name, paths, faces=args.faces)
+    reports = [rec.enroll(name, paths, faces=args.faces) for name, paths in jobs]
+    for report in reports:
+        for _, why in report.failed:
+            _failed(why)
+    _save_and_tell(rec, args, reports)
+    done = sum(len(r.used) + len(r.skipped) for r in reports)
+    return _status(done, failed + sum(len(r.failed) for r in reports))
+
+
+def _save_and_tell(rec, args, reports) -> None:
+    """Save the gallery if anything was enrolled, and only then say what was: a save that fails is
+    the one message, never after a success that did not happen."""
+    if any(r.used for r in reports):
+        rec.save()
+    for report in reports:
         print(report)
         if args.verbose:
             print("\n".join(report.details()))
-        for _, why in report.failed:
-            _failed(why)
-        done += len(report.used) + len(report.skipped)
-        used += len(report.used)
-        failed += len(report.failed)
-    if used:
-        rec.save()
     print(f"gallery {rec.path}: {len(rec.characters)} character(s)")
-    return _status(done, failed)
 
 
 def enroll_group(args) -> int:
@@ -380,13 +384,7 @@ def enroll_group(args) -> int:
         raise UsageError("enroll: give NAME --cluster ID --from DIR, with no PATH and no --folders")
     validate_name(args.name)
     rec = open_recognizer(args, create=True)
-    report = rec.enroll_group(args.name, args.cluster_run, args.cluster)
-    print(report)
-    if args.verbose:
-        print("\n".join(report.details()))
-    if report.used:
-        rec.save()
-    print(f"gallery {rec.path}: {len(rec.characters)} character(s)")
+    _save_and_tell(rec, args, [rec.enroll_group(args.name, args.cluster_run, args.cluster)])
     return EXIT_OK
 
 
@@ -584,10 +582,14 @@ def cmd_serve(args) -> int:
 def cmd_train(args) -> int:
     import shlex
 
-    from .train import train
+    from .train import check_output, train
 
     words = ["animeface", "train", *args.roots, "--out", args.out, "--name", args.name, "--seed", str(args.seed)]
     command = " ".join(shlex.quote(w) for w in words + (["--backbone", args.backbone] if args.backbone else []))
+    try:
+        check_output(args.out, args.name)
+    except ValueError as exc:
+        raise UsageError(f"train: --name: {exc}") from None
     path = train(args.roots, args.out, name=args.name, backbone=args.backbone, seed=args.seed,
                  progress=_progress(args), command=command)
     card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))

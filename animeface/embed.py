@@ -11,8 +11,10 @@ one character's pictures vary (pose, artist, lighting) so that what is left is w
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,8 @@ import numpy as np
 
 from .backbone import LAYERS, POOLINGS, Network, resolve_backbone
 from .errors import ModelError
+from .files import parsing, read_npy
+from .io import read_file
 
 HUE_BINS, SAT_BINS, GREY_BINS = 16, 4, 8
 COLOUR_DIM = HUE_BINS * SAT_BINS + GREY_BINS
@@ -28,6 +32,10 @@ CHANNELS = {"mixed0": 256, "mixed1": 288, "mixed2": 288, "mixed3": 768, "mixed4"
 INPUT_SIZES = (160, 192, 224, 256, 299)
 #: The shipped projection, in the package's embeddings/ folder.
 DEFAULT_PROJECTION = "anime-faces-v1"
+#: The largest projection file and card read (the largest recipe's square matrix is about 145 MB).
+MAX_PROJECTION_BYTES, MAX_CARD_BYTES = 256 << 20, 1 << 20
+#: The longest recipe text a projection file may hold.
+MAX_RECIPE_TEXT = 4096
 
 
 @dataclass(frozen=True)
@@ -111,26 +119,38 @@ class Projection:
 
     @classmethod
     def load(cls, path: Path) -> "Projection":
-        """Read a projection file and its card; nothing in them can run code."""
+        """Read a projection file and its card as a gallery is read: regular files of a bounded size
+        only, each array's header checked against the recipe before it is read and its values
+        checked after (finite), and any fault one ModelError naming the file. Nothing in them can
+        run code."""
         path = Path(path).with_suffix(".npz")
-        try:
-            data = path.read_bytes()
-            card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        card_path = path.with_suffix(".json")
+        what = "not a usable embedder projection"
+        with parsing(card_path, ModelError, what):
+            card = json.loads(read_file(card_path, limit=MAX_CARD_BYTES).decode("utf-8"))
             if not isinstance(card, dict):
-                raise ValueError("its card is not a JSON object")
+                raise ValueError("the card is not a JSON object")
+        with parsing(path, ModelError, what):
+            data = read_file(path, limit=MAX_PROJECTION_BYTES)
             digest = hashlib.sha256(data).hexdigest()
             if card.get("sha256") != digest:
                 raise ValueError(f"sha256 {digest} does not match its card's {card.get('sha256')}")
-            import io
+            with zipfile.ZipFile(io.BytesIO(data)) as npz:
+                if sorted(npz.namelist()) != ["matrix.npy", "mean.npy", "recipe.npy"]:
+                    raise ValueError("the archive must hold exactly mean, matrix and recipe")
 
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                mean, matrix = npz["mean"].astype(np.float32), npz["matrix"].astype(np.float32)
-                recipe = Recipe.from_dict(json.loads(str(npz["recipe"])))
-            if mean.shape != (recipe.dim,) or matrix.ndim != 2 or matrix.shape[0] != recipe.dim \
-                    or not 0 < matrix.shape[1] <= recipe.dim or not np.isfinite(matrix).all():
-                raise ValueError(f"arrays of shapes {mean.shape} and {matrix.shape} do not fit its recipe")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"{path}: not a usable embedder projection ({exc})") from exc
+                def array(name: str, shape: tuple, dtype: str) -> np.ndarray:
+                    with npz.open(f"{name}.npy") as fh:
+                        try:
+                            return read_npy(fh, shape, np.dtype(dtype))
+                        except ValueError as exc:
+                            raise ValueError(f"{name}: {exc}") from None
+
+                recipe = Recipe.from_dict(json.loads(str(array("recipe", (), f"<U{MAX_RECIPE_TEXT}"))))
+                mean = array("mean", (recipe.dim,), "<f4")
+                matrix = array("matrix", (recipe.dim, None), "<f4")
+            if not 0 < matrix.shape[1] <= recipe.dim:
+                raise ValueError(f"matrix: {matrix.shape[1]} columns; its recipe allows 1 to {recipe.dim}")
         return cls(mean, matrix, recipe, card, digest)
 
 

@@ -31,7 +31,7 @@ from . import metrics
 from .detect import Box
 from .errors import AnimefaceError, ImageError
 from .gallery import Gallery
-from .io import iter_image_files, load_image
+from .io import iter_image_files, load_image, read_file
 from .recognizer import FACE_MODES, Recognizer
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -77,9 +77,9 @@ def embed_pictures(rec: Recognizer, folders: dict[str, list[Path]], faces: str) 
     for start in range(0, len(pictures), chunk):
         batch, crops = pictures[start:start + chunk], []
         for pic in batch:
-            data = pic.path.read_bytes()
-            pic.sha256 = hashlib.sha256(data).hexdigest()
             try:
+                data = read_file(pic.path)
+                pic.sha256 = hashlib.sha256(data).hexdigest()
                 pic.boxes, found = rec.face_crops(load_image(data, name=str(pic.path)), faces)
             except ImageError as exc:
                 pic.error, found = str(exc), []

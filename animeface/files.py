@@ -6,7 +6,8 @@
   (which fails rather than replace a file) or, for our own state files, renamed over it.
 - Temporary files and folders left by a killed run are recognised by that name and
   removed by the next run; nothing named otherwise is ever removed.
-- A folder's lock file makes a second run into the same folder refuse, not interleave.
+- A folder's lock makes a second run into the same folder refuse, or a second writer of a
+  gallery wait, rather than interleave.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -29,6 +31,8 @@ NAME_MAX = 255
 _TMP_STEM = 100
 #: tempfile's unique part: eight of these characters.
 _TEMP = re.compile(r"\.(?P<of>.*)\.[a-z0-9_]{8}" + re.escape(TMP_SUFFIX), re.DOTALL)
+#: How much read_npy reads at a time.
+_CHUNK = 1 << 24
 _NO_HARDLINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK)
 
 
@@ -131,15 +135,28 @@ def inside(root: Path, path: Path) -> bool:
         return False
 
 
+@contextmanager
+def parsing(path: Path, error: type[Exception], what: str):
+    """Any failure to read or parse one file from elsewhere, as one `error` naming it: parsers of
+    hostile bytes raise many types (BadZipFile, RecursionError, MemoryError, ...)."""
+    try:
+        yield
+    except error:
+        raise
+    except Exception as exc:
+        raise error(f"{path}: {what} ({type(exc).__name__}: {exc})") from exc
+
+
 class FolderLock:
-    """folder/lock, held from creation to the end of the with block. A folder another process
-    holds raises BlockingIOError at once. The lock is the kernel's (flock), so a killed run
+    """A lock on a folder (the folder itself, so nothing is added to it), held from creation to the
+    end of the with block. wait=False: a folder another process holds raises BlockingIOError at
+    once; wait=True: wait until it is free. The lock is the kernel's (flock), so a killed run
     never leaves it held."""
 
-    def __init__(self, folder: Path):
-        self._fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    def __init__(self, folder: Path, wait: bool = False):
+        self._fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError:
             os.close(self._fd)
             raise
@@ -152,23 +169,28 @@ class FolderLock:
 
 
 def read_npy(fh, shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """One array from an .npy stream whose header must give this shape and dtype (a text dtype:
-    at most this long); ValueError otherwise. The header is checked before anything is
-    allocated, so one that claims terabytes costs nothing, and the data must be exactly as
-    long as the header says. Nothing in it is unpickled."""
+    """One array from an .npy stream whose header must give this shape (None: a dimension of any
+    length) and dtype (a text dtype: at most this long); ValueError otherwise. Nothing is allocated
+    before the data has been read, so a header that claims terabytes costs nothing, and the data
+    must be exactly as long as the header says. Float arrays must be finite. Nothing is unpickled."""
     version = np.lib.format.read_magic(fh)
     if version not in ((1, 0), (2, 0)):
         raise ValueError(f"the .npy header has unsupported version {version}")
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     got_shape, fortran, got_dtype = read_header(fh)
     same_type = got_dtype == dtype or (got_dtype.kind == dtype.kind == "U" and got_dtype.itemsize <= dtype.itemsize)
-    if got_shape != shape or not same_type:
+    same_shape = len(got_shape) == len(shape) and all(want in (None, got) for want, got in zip(shape, got_shape))
+    if not same_shape or not same_type:
         raise ValueError(f"the array is {got_dtype} of shape {got_shape}, expected {dtype} of shape {shape}")
-    size = math.prod(shape) * got_dtype.itemsize
-    data = fh.read(size + 1)
+    size = math.prod(got_shape) * got_dtype.itemsize
+    chunks, left = [], size + 1
+    while left > 0 and (chunk := fh.read(min(left, _CHUNK))):  # never more memory than the data read
+        chunks.append(chunk)
+        left -= len(chunk)
+    data = b"".join(chunks)
     if len(data) != size:
         raise ValueError(f"the array data is {len(data)} bytes long, its header says {size}")
-    array = np.frombuffer(data, got_dtype).reshape(shape, order="F" if fortran else "C")
+    array = np.frombuffer(data, got_dtype).reshape(got_shape, order="F" if fortran else "C")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError("the array holds NaN or infinite values")
     return array

@@ -6,7 +6,13 @@ gallery.json is checked field by field against the schema below, each array's
 .npy header is checked against the shape and type the JSON implies before any
 of it is read, and the FAISS index is rebuilt from the vectors rather than read
 (its reader is not made for hostile files). Any fault is one GalleryError
-naming the file and the field.
+naming the file and the field. A save checks what it writes by the same rules, so
+it never writes a gallery that load refuses.
+
+Several programs may change one gallery (two enrolls, an enroll while `serve`
+runs): each records its changes since it read the gallery, and a save, under
+the lock of the gallery's parent folder, replays them onto whatever another
+writer saved meanwhile (Recognizer.save), so no writer's change is lost.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import json
 import math
 import os
 import re
+import unicodedata
+import uuid
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +43,8 @@ NAME_MAX_BYTES = 200
 MAX_DIM = 1 << 16
 MAX_TEXT = 4096
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Unicode categories no name may hold: control characters (NUL, U+0085 ...), line and paragraph separators.
+_NOT_IN_NAMES = ("Cc", "Zl", "Zp")
 #: Exact search is fastest up to about this many characters; above it, HNSW.
 EXACT_SEARCH_LIMIT = 100_000
 
@@ -44,10 +54,10 @@ def validate_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise CharacterNameError(f"a character name must be a non-empty string, got {name!r}")
     name = name.strip()
-    if any(c in name for c in '/\\\0') or name in (".", "..") or name.startswith((".", "_")) \
-            or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise CharacterNameError(f"character name {name!r} must not contain slashes or control characters, "
-                                 "or start with '.' or '_' (reserved for sort's own folders)")
+    if any(c in name for c in '/\\') or name in (".", "..") or name.startswith((".", "_")) \
+            or any(unicodedata.category(c) in _NOT_IN_NAMES for c in name):
+        raise CharacterNameError(f"character name {name!r} must not contain slashes, control characters or line "
+                                 "breaks, or start with '.' or '_' (reserved for sort's own folders)")
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
@@ -83,6 +93,10 @@ class Gallery:
         self.vectors = np.zeros((0, self.dim), np.float32)
         self.entries: list[dict] = []
         self._index = None
+        #: The saved gallery this one was read as or last saved as (None: never saved).
+        self.revision: str | None = None
+        #: Changes since then, as ("add", vectors, entries) and ("remove", label, sha256, box).
+        self.changes: list[tuple] = []
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -99,8 +113,9 @@ class Gallery:
             counts[label] = counts.get(label, 0) + 1
         return counts
 
-    def has(self, label: str, sha256: str) -> bool:
-        return any(e["label"] == label and e["sha256"] == sha256 for e in self.entries)
+    def has(self, label: str, sha256: str, box: list | None = None) -> bool:
+        """Whether a face of this picture (and, if given, this box) is enrolled under label."""
+        return any(e["label"] == label and e["sha256"] == sha256 and box in (None, e.get("box")) for e in self.entries)
 
     def add(self, vectors: np.ndarray, entries: list[dict]) -> None:
         vectors = np.asarray(vectors, np.float32).reshape(-1, self.dim)
@@ -109,6 +124,7 @@ class Gallery:
         self.vectors = np.concatenate([self.vectors, vectors])
         self.entries.extend(dict(e) for e in entries)
         self._index = None
+        self.changes.append(("add", vectors, [dict(e) for e in entries]))
 
     def remove(self, label: str, sha256: str | None = None, box: list | None = None) -> int:
         """Drop every vector of one character, or only those of one source picture (and box);
@@ -119,7 +135,20 @@ class Gallery:
         self.vectors = self.vectors[keep]
         self.entries = [self.entries[i] for i in keep]
         self._index = None
+        self.changes.append(("remove", label, sha256, box))
         return removed
+
+    def replay(self, changes: list[tuple]) -> None:
+        """Make here the changes made to another copy of this gallery: its removals, and its
+        additions of faces not enrolled here already."""
+        for change in changes:
+            if change[0] == "remove":
+                self.remove(*change[1:])
+                continue
+            vectors, entries = change[1:]
+            new = [i for i, e in enumerate(entries) if not self.has(e["label"], e["sha256"], e.get("box"))]
+            if new:
+                self.add(vectors[new], [entries[i] for i in new])
 
     def centroids(self) -> np.ndarray:
         """Each character's mean vector, unit length, one row per name of `characters`."""
@@ -147,6 +176,24 @@ class Gallery:
         pictures is a GalleryError, with the pictures untouched.
         """
         folder = Path(folder).expanduser().resolve()
+        revision = uuid.uuid4().hex
+        description = {
+            "format_version": FORMAT_VERSION,
+            "revision": revision,
+            "backbone_id": self.backbone_id,
+            "embedding_dim": self.dim,
+            "preprocessing": self.preprocessing,
+            "labels": list(self.characters),
+            "entries": self.entries,
+            **(extra or {}),
+        }
+        try:  # what load would refuse is never written
+            _check_description(description, folder / "gallery.json")
+            if not np.isfinite(self.vectors).all():
+                raise _Invalid("vectors", "hold NaN or infinite values")
+        except _Invalid as exc:
+            raise GalleryError(f"{folder}: the gallery was not saved: its {exc.args[0]} {exc.args[1]}, "
+                               "and a gallery that holds them could not be opened again") from None
         backup = _backup_of(folder)
         for path in (folder, backup):
             if os.path.lexists(path) and not _holds_gallery(path):
@@ -158,15 +205,6 @@ class Gallery:
                 _remove_gallery(leftover)
         tmp = files.temp_dir(folder)
         try:
-            description = {
-                "format_version": FORMAT_VERSION,
-                "backbone_id": self.backbone_id,
-                "embedding_dim": self.dim,
-                "preprocessing": self.preprocessing,
-                "labels": list(self.characters),
-                "entries": self.entries,
-                **(extra or {}),
-            }
             # backslashreplace writes an undecodable file name's surrogates as JSON escapes: lossless
             with open(tmp / "gallery.json", "w", encoding="utf-8", errors="backslashreplace") as fh:
                 json.dump(description, fh, indent=1, ensure_ascii=False)
@@ -184,6 +222,7 @@ class Gallery:
         finally:
             if tmp.exists():
                 _remove_gallery(tmp)
+        self.revision, self.changes = revision, []
 
     @staticmethod
     def exists(folder: os.PathLike) -> bool:
@@ -203,14 +242,28 @@ class Gallery:
         with _reading(folder / "gallery.json"):
             with open(folder / "gallery.json", encoding="utf-8") as fh:
                 description = json.load(fh)
-        _check_description(description, folder / "gallery.json")
+        try:
+            _check_description(description, folder / "gallery.json")
+        except _Invalid as exc:
+            _fail(folder / "gallery.json", *exc.args)
         gallery = cls(description["backbone_id"], description["embedding_dim"], description["preprocessing"])
         entries, labels = description["entries"], description["labels"]
         with _reading(folder / "vectors.npy"), open(folder / "vectors.npy", "rb") as fh:
             vectors = _read_npy(fh, folder / "vectors.npy", (len(entries), gallery.dim), np.dtype("<f4"))
         head_arrays = _read_head(folder / "head.npz", gallery.dim, labels)
         gallery.add(vectors, entries)
+        gallery.revision, gallery.changes = description.get("revision"), []  # what was read is no change
         return gallery, head_arrays, description
+
+
+@contextmanager
+def locked(folder: os.PathLike):
+    """Hold the lock of a gallery's parent folder (the gallery's own folder is replaced by each
+    save), waiting while another program holds it: from reading what is saved to saving."""
+    parent = Path(folder).expanduser().resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with files.FolderLock(parent, wait=True):
+        yield
 
 
 def _backup_of(folder: Path) -> Path:
@@ -241,20 +294,17 @@ def _fsync_tree(folder: Path) -> None:
 # -- checking a gallery on load ------------------------------------------------------
 
 
-@contextmanager
 def _reading(path: Path):
-    """Any failure to read or parse one file, as a GalleryError naming it: parsers of hostile
-    bytes raise many types (BadZipFile, RecursionError, MemoryError, ...)."""
-    try:
-        yield
-    except GalleryError:
-        raise
-    except Exception as exc:
-        raise GalleryError(f"{path}: damaged gallery file ({type(exc).__name__}: {exc})") from exc
+    """Any failure to read or parse one file of the gallery, as a GalleryError naming it."""
+    return files.parsing(path, GalleryError, "damaged gallery file")
 
 
 def _fail(path: Path, field: str, problem: str):
     raise GalleryError(f"{path}: damaged gallery: {field} {problem}")
+
+
+class _Invalid(Exception):
+    """A field of gallery.json that load refuses: (field, what is wrong)."""
 
 
 def _is_int(value, low: int, high: int) -> bool:
@@ -270,9 +320,10 @@ def _is_text(value, limit: int = MAX_TEXT) -> bool:
 
 
 def _check_description(d, path: Path) -> None:
-    """gallery.json against its schema: every field the code reads, with its type and bounds."""
+    """gallery.json against its schema: every field the code reads, with its type and bounds;
+    _Invalid(field, problem) for the first that breaks it."""
     if not isinstance(d, dict):
-        _fail(path, "the top level", "must be a JSON object")
+        raise _Invalid("the top level", "must be a JSON object")
     if d.get("format_version") != FORMAT_VERSION or type(d.get("format_version")) is not int:
         version = d.get("format_version")
         older = type(version) is int and version < FORMAT_VERSION
@@ -280,43 +331,45 @@ def _check_description(d, path: Path) -> None:
             "; a gallery made by an earlier animeface holds vectors this embedder cannot compare with: enroll "
             "its characters again into a new gallery (its gallery.json lists each picture under "
             "entries[].source)" if older else ""))
+    if d.get("revision") is not None and not _is_text(d.get("revision"), 100):
+        raise _Invalid("revision", "must be text or null")
     if not _is_text(d.get("backbone_id")):
-        _fail(path, "backbone_id", "must be text")
+        raise _Invalid("backbone_id", "must be text")
     if not _is_int(d.get("embedding_dim"), 1, MAX_DIM):
-        _fail(path, "embedding_dim", f"must be a whole number from 1 to {MAX_DIM}")
+        raise _Invalid("embedding_dim", f"must be a whole number from 1 to {MAX_DIM}")
     pre = d.get("preprocessing")
     if not isinstance(pre, dict):
-        _fail(path, "preprocessing", "must be an object")
+        raise _Invalid("preprocessing", "must be an object")
     try:
         Recipe.from_dict(pre.get("recipe"))
     except (TypeError, ValueError) as exc:
-        _fail(path, "preprocessing.recipe", f"is not an embedder recipe ({exc})")
+        raise _Invalid("preprocessing.recipe", f"is not an embedder recipe ({exc})")
     for key in ("projection", "projection_sha256"):
         if pre.get(key) is not None and not _is_text(pre.get(key)):
-            _fail(path, f"preprocessing.{key}", "must be text or null")
+            raise _Invalid(f"preprocessing.{key}", "must be text or null")
     labels, entries = d.get("labels"), d.get("entries")
     if not isinstance(labels, list) or not isinstance(entries, list):
-        _fail(path, "labels and entries", "must be lists")
+        raise _Invalid("labels and entries", "must be lists")
     for i, label in enumerate(labels):
         try:
             if validate_name(label) != label:
                 raise CharacterNameError("has spaces around it")
         except CharacterNameError as exc:
-            _fail(path, f"labels[{i}]", f"is not a valid character name: {exc}")
+            raise _Invalid(f"labels[{i}]", f"is not a valid character name: {exc}")
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or not isinstance(e.get("label"), str):
-            _fail(path, f"entries[{i}]", "must be an object with a label")
+            raise _Invalid(f"entries[{i}]", "must be an object with a label")
         problem = face_problem(e)
         if problem:
-            _fail(path, f"entries[{i}].{problem[0]}", problem[1])
+            raise _Invalid(f"entries[{i}].{problem[0]}", problem[1])
     if labels != list(dict.fromkeys(e["label"] for e in entries)):
-        _fail(path, "labels", "must list each entry's label once, in order of first appearance")
+        raise _Invalid("labels", "must list each entry's label once, in order of first appearance")
     thresholds = d.get("thresholds")
     if thresholds is not None and not (
             isinstance(thresholds, dict) and set(thresholds) == {"similarity", "probability", "source"}
             and _is_number(thresholds["similarity"], -2.0, 2.0) and _is_number(thresholds["probability"], 0.0, 1.0)
             and _is_text(thresholds["source"], 100)):
-        _fail(path, "thresholds", "must be an object of similarity, probability (numbers in range) and source")
+        raise _Invalid("thresholds", "must be an object of similarity, probability (numbers in range) and source")
 
 
 def face_problem(face: dict) -> tuple[str, str] | None:

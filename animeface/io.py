@@ -80,10 +80,10 @@ _KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder", stat.S_IFLNK: "a symbolic link"}
 
 
-def open_file(path: os.PathLike, name: str | None = None, follow_links: bool = True):
+def open_file(path: os.PathLike, name: str | None = None, follow_links: bool = True, limit: int = MAX_FILE_BYTES):
     """Open a regular file for reading in binary, never blocking: a FIFO, a device, a folder (or, with
     follow_links=False, a symbolic link) is an ImageError saying what it is, as is an empty file, one
-    over MAX_FILE_BYTES or one that cannot be opened (naming the reason, e.g. permission denied)."""
+    over limit bytes or one that cannot be opened (naming the reason, e.g. permission denied)."""
     name = name or str(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
     try:
@@ -101,25 +101,26 @@ def open_file(path: os.PathLike, name: str | None = None, follow_links: bool = T
         problem = f"not a regular file but {_KINDS.get(stat.S_IFMT(info.st_mode), 'a special file')}"
     elif info.st_size == 0:
         problem = "empty file (0 bytes)"
-    elif info.st_size > MAX_FILE_BYTES:
-        problem = f"{info.st_size / 2**20:.0f} MiB is over the file size limit of {MAX_FILE_BYTES >> 20} MiB"
+    elif info.st_size > limit:
+        problem = f"{info.st_size / 2**20:.0f} MiB is over the file size limit of {limit / 2**20:g} MiB"
     if problem:
         fh.close()
         raise ImageError(f"{name}: {problem}")
     return fh
 
 
-def read_file(path: os.PathLike, name: str | None = None, follow_links: bool = True) -> bytes:
-    """The bytes of a regular file, with open_file's checks; a file that grows past MAX_FILE_BYTES
+def read_file(path: os.PathLike, name: str | None = None, follow_links: bool = True,
+              limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file, with open_file's checks; a file that grows past limit
     while being read is refused too."""
     name = name or str(path)
-    with open_file(path, name, follow_links) as fh:
+    with open_file(path, name, follow_links, limit) as fh:
         try:
-            data = fh.read(MAX_FILE_BYTES + 1)
+            data = fh.read(limit + 1)
         except OSError as exc:
             raise ImageError(f"{name}: cannot read the file ({exc.strerror})") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"{name}: over the file size limit of {MAX_FILE_BYTES >> 20} MiB")
+    if len(data) > limit:
+        raise ImageError(f"{name}: over the file size limit of {limit / 2**20:g} MiB")
     return data
 
 
@@ -188,6 +189,8 @@ def _decode(fh, name: str) -> np.ndarray:
 def _open(fh, name: str) -> Image.Image:
     """The image with only its header read, refused when its pixels are over the limit."""
     limit = max_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check, at twice this, must not refuse first
     with _pil_errors(name):
         img = Image.open(fh)
     if img.width * img.height > limit:

@@ -23,7 +23,7 @@ from .crop import DEFAULT_MARGIN, crop_face, thumbnail_jpeg, whole_image
 from .detect import DEFAULT_DETECTOR, DETECTORS, Box, Detector
 from .embed import Embedder
 from .errors import BackboneMismatchError, GalleryError, ImageError
-from .gallery import Gallery, validate_name
+from .gallery import Gallery, locked, validate_name
 from .head import SoftmaxHead
 from .io import ImageLike, available_cores, describe, iter_image_files, load_image, pipelined, read_file
 from .thresholds import Thresholds, calibrate
@@ -123,27 +123,13 @@ class Recognizer:
         self._user_thresholds = (similarity_threshold, probability_threshold)
         self.head: SoftmaxHead | None = None
         self.embedder = Embedder(backbone, projection=projection)
+        self._check_backbone = check_backbone
+        self.gallery = Gallery(self.embedder.backbone_id, self.embedder.dim, self.embedder.description)
+        self._thresholds = None
         if Gallery.exists(self.path):
-            gallery, head_arrays, description = Gallery.load(self.path)
-            made_with = (gallery.backbone_id, gallery.preprocessing)
-            if check_backbone and made_with != (self.embedder.backbone_id, self.embedder.description):
-                raise BackboneMismatchError(
-                    f"{self.path}: this gallery's vectors were made by another embedder (backbone "
-                    f"{gallery.backbone_id!r}, {_describe(gallery.preprocessing)}) than the one in use (backbone "
-                    f"{self.embedder.backbone_id!r}, {_describe(self.embedder.description)}). Open it with the "
-                    "backbone and projection it was made with (--backbone and --projection on the command line, "
-                    "backbone= and projection= in Python, or ANIMEFACE_BACKBONE), or enroll its characters again "
-                    "into a new gallery")
-            if check_backbone and self.embedder.dim != gallery.dim:
-                raise GalleryError(f"{self.path}: gallery.json: embedding_dim is {gallery.dim}, but this "
-                                   f"embedder makes {self.embedder.dim}-dimensional vectors")
-            self.gallery = gallery
-            self.head = SoftmaxHead.from_arrays(head_arrays) if head_arrays else None
-            stored = description.get("thresholds")
-            self._thresholds = Thresholds(**stored) if stored else None
-        else:
-            self.gallery = Gallery(self.embedder.backbone_id, self.embedder.dim, self.embedder.description)
-            self._thresholds = None
+            with locked(self.path):  # never read half of a save in progress
+                loaded = Gallery.load(self.path)
+            self._take(*loaded)
         if self._thresholds is None:
             self._refit()
 
@@ -394,10 +380,20 @@ class Recognizer:
             raise KeyError(f"no such face of {entry['label']!r} is enrolled")
         self._refit()
 
+    def reload(self) -> None:
+        """Take in what other programs saved to this gallery since it was read, keeping this
+        recognizer's unsaved changes; a long-lived one (serve) calls it before each change."""
+        with locked(self.path):
+            self._catch_up()
+
     def save(self) -> Path:
-        """Write the gallery atomically to its folder; returns the folder."""
-        self.gallery.save(self.path, self.head.to_arrays() if self.head else None,
-                          {"thresholds": asdict(self._thresholds)})
+        """Write the gallery atomically to its folder; returns the folder. Under the gallery's lock,
+        changes another program saved since this one read the gallery are taken in first, so
+        neither writer's changes are lost."""
+        with locked(self.path):
+            self._catch_up()
+            self.gallery.save(self.path, self.head.to_arrays() if self.head else None,
+                              {"thresholds": asdict(self._thresholds)})
         return self.path
 
     # -- stages, for pipelines that run them apart (sort) ------------------------
@@ -460,6 +456,41 @@ class Recognizer:
                 for sim_row, row_ids in zip(sims, rows)]
 
     # -- internals ---------------------------------------------------------------
+
+    def _take(self, gallery: Gallery, head_arrays: dict | None, description: dict) -> None:
+        """Use a gallery as loaded, with its head and thresholds, once it fits the embedder in use."""
+        made_with = (gallery.backbone_id, gallery.preprocessing)
+        if self._check_backbone and made_with != (self.embedder.backbone_id, self.embedder.description):
+            raise BackboneMismatchError(
+                f"{self.path}: this gallery's vectors were made by another embedder (backbone "
+                f"{gallery.backbone_id!r}, {_describe(gallery.preprocessing)}) than the one in use (backbone "
+                f"{self.embedder.backbone_id!r}, {_describe(self.embedder.description)}). Open it with the "
+                "backbone and projection it was made with (--backbone and --projection on the command line, "
+                "backbone= and projection= in Python, or ANIMEFACE_BACKBONE), or enroll its characters again "
+                "into a new gallery")
+        if self._check_backbone and self.embedder.dim != gallery.dim:
+            raise GalleryError(f"{self.path}: gallery.json: embedding_dim is {gallery.dim}, but this "
+                               f"embedder makes {self.embedder.dim}-dimensional vectors")
+        self.gallery = gallery
+        self.head = SoftmaxHead.from_arrays(head_arrays) if head_arrays else None
+        stored = description.get("thresholds")
+        self._thresholds = Thresholds(**stored) if stored else None
+        if self._thresholds is None:
+            self._refit()
+
+    def _catch_up(self) -> None:
+        """With the gallery's lock held: if the saved gallery is not the one this recognizer read
+        (or last saved), take the saved one and make this recognizer's unsaved changes on it again."""
+        if not Gallery.exists(self.path):
+            return
+        saved = Gallery.load(self.path)
+        if saved[0].revision is not None and saved[0].revision == self.gallery.revision:
+            return
+        mine = self.gallery
+        self._take(*saved)
+        if mine.changes:
+            self.gallery.replay(mine.changes)
+            self._refit()
 
     def _refit(self) -> None:
         labels = self.gallery.labels

@@ -21,6 +21,8 @@ from PIL import Image
 from . import files
 
 THUMB_SIDE = 240
+#: What a spreadsheet takes for the start of a formula, when a cell begins with it.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def save_thumbnail(rgb: np.ndarray, path: Path) -> None:
@@ -46,12 +48,18 @@ def write_reports(state_dir: Path, records: list[dict], summary) -> None:
         files.write_file(state_dir / name, lambda fh: fh.write(data), replace=True)
 
 
+def _cell(text: str) -> str:
+    """A cell as text, never a formula: one that would start one (a character or file name can)
+    gets a leading quote, as spreadsheets write text that looks like a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _csv(fh, records: list[dict]) -> None:
     out = csv.writer(fh)
     out.writerow(["source", "status", "characters", "scores", "boxes", "destinations", "source_removed", "note"])
     for r in records:
         faces = r["faces"]
-        out.writerow([
+        out.writerow(_cell(cell) for cell in [
             r["src"], r["status"],
             ";".join(f["label"] or f.get("group", "unknown") for f in faces),
             ";".join(f"{f['score']:.3f}" if f["label"] or not f.get("best") else f"best guess {f['best'][0]} {f['best'][1]:.3f}"

@@ -26,6 +26,7 @@ import numpy as np
 
 from .crop import THUMBNAIL_SIDE, crop_face, thumbnail_jpeg, whole_image
 from .errors import AnimefaceError, ImageError
+from .gallery import MAX_TEXT
 from .io import load_image, read_file
 from .recognizer import FACE_MODES, Recognizer
 
@@ -49,7 +50,8 @@ class Service:
     already spreads one over every core, and pictures side by side only contend
     (benchmarks/serve_load.py, 2 cores: 7.5 against 4.8 requests/s, p95 2.0 against 3.2 s). Naming
     against the gallery, enrolling, forgetting and saving take the gallery lock,
-    so no request sees a half-changed gallery and saves never interleave.
+    so no request sees a half-changed gallery and saves never interleave. Each change
+    starts from the gallery as saved, which other programs may have changed meanwhile.
     """
 
     def __init__(self, rec: Recognizer):
@@ -71,7 +73,8 @@ class Service:
         """Enroll one face of an uploaded picture and save the gallery; returns its entry and the counts."""
         rgb = load_image(data, name=filename)
         with self._gallery:
-            entry = self.rec.enroll_face(name, data, box, source=f"{WEB_SOURCE} {filename}")
+            self.rec.reload()
+            entry = self.rec.enroll_face(name, data, box, source=f"{WEB_SOURCE} {filename}"[:MAX_TEXT])
             try:
                 self.rec.save()
             except Exception:
@@ -84,12 +87,14 @@ class Service:
     def unenroll(self, entry: dict) -> dict:
         """Undo one enroll: remove that face and save; returns the counts."""
         with self._gallery:
+            self.rec.reload()
             self.rec.forget_face(entry)
             self.rec.save()
             return dict(self.rec.characters)
 
     def forget(self, name: str) -> int:
         with self._gallery:
+            self.rec.reload()
             removed = self.rec.forget(name)
             self.rec.save()
         return removed

@@ -19,7 +19,7 @@ The promises, and how they are kept:
   file (files.write_file), checked (size and sha256) and then hard-linked to a
   free name, which fails rather than replace a file; an identical file already
   in a folder is not copied again;
-- one run at a time: a sort or undo holds DST/.animeface/lock, and a second one
+- one run at a time: a sort or undo holds the lock of DST/.animeface/, and a second one
   into the same DST is refused;
 - nothing is written outside DST: each folder is checked to lie inside it, links
   followed, whatever a gallery's names say;
@@ -227,8 +227,10 @@ class Folders:
 
 class Journal:
     """Append-only JSON lines; each is flushed and fsynced before the step it announces.
+    Lines are ASCII (every other character escaped), so no character in a name, a line
+    or paragraph separator included, can split a record; they are split at newlines only.
     Paths are written losslessly: the undecodable bytes of a file name that is not
-    UTF-8 go back to disk as they were (surrogateescape), and read back the same."""
+    UTF-8 are escaped surrogates, which go back to disk as the bytes they were."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -238,7 +240,7 @@ class Journal:
             self._fh.write("\n")
 
     def write(self, op: str, **entry) -> None:
-        self._fh.write(json.dumps({"op": op, **entry}, ensure_ascii=False) + "\n")
+        self._fh.write(json.dumps({"op": op, **entry}) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -249,7 +251,7 @@ class Journal:
     def read(path: Path) -> list[dict]:
         """The journal's entries; a line cut short by a crash is skipped."""
         entries = []
-        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="surrogateescape").split("\n"):
             try:
                 entries.append(json.loads(line))
             except json.JSONDecodeError:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from . import models
 from .files import write_bytes
 from .crop import whole_image
 from .embed import Embedder, Projection, Recipe
-from .errors import AnimefaceError, ImageError
+from .errors import AnimefaceError, ImageError, ModelError
 from .evaluate import character_folders
 from .io import load_image
 
@@ -200,11 +201,24 @@ def pair_similarity(vectors: np.ndarray, labels: np.ndarray, limit: int = 3000) 
     return {"same": float(similarity[same].mean()), "different": float(similarity[different].mean())}
 
 
+def check_output(out, name: str) -> Path:
+    """out/name, where train writes NAME.npz and NAME.json, checked before minutes of embedding:
+    name must be a plain file name (ValueError), so nothing lands outside out; out must be a folder
+    or not exist yet, and hold neither file (ModelError)."""
+    if not isinstance(name, str) or name.strip() in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"name must be a plain file name, with no folder in it; got {name!r}")
+    out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise ModelError(f"{out}: exists and is not a folder; choose a folder for the projection")
+    Projection.check_free(out / name)
+    return out / name
+
+
 def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: int = 0,
           recipe: Recipe | None = None, progress: bool = True, command: str | None = None) -> Path:
     """Fit a projection on the faces under roots and save it with its card in `out`."""
     roots = [Path(r) for r in roots]
-    Projection.check_free(Path(out) / name)  # before minutes of embedding, not after
+    path = check_output(out, name)
     embedder = Embedder(backbone, projection=None, recipe=recipe or Recipe())
     views, labels, failed = training_features(embedder, roots, seed, progress)
     for message in failed:
@@ -227,4 +241,4 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
         "left_out_characters_top1": figures,
         "pair_similarity": calibration,
     }
-    return Projection(mean, matrix, embedder.recipe).save(Path(out) / name, card)
+    return Projection(mean, matrix, embedder.recipe).save(path, card)

@@ -468,3 +468,165 @@ def test_a_download_stops_at_the_manifests_size(monkeypatch, tmp_path):
         models.fetch("lbpcascade_animeface", progress=False)
     assert sum(served) == size + 1
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+# -- issue 19 ----------------------------------------------------------------------------------------
+
+
+def test_a_web_enroll_with_a_long_file_name_saves_a_gallery_that_opens_again(gallery_copy):
+    from animeface.serve import Service
+
+    service = Service(animeface.Recognizer(gallery_copy, backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False))
+    service.enroll("gura", crops("gura", 20, 1)[0].read_bytes(), "x" * 4090 + ".png", None)
+    assert animeface.Recognizer.open(gallery_copy, backbone=RANDOM_BACKBONE).characters["gura"] == 7
+
+
+@pytest.mark.parametrize("spoil, field", [
+    (lambda g: g.entries[0].update(source="x" * 5000), r"entries\[0\]\.source"),
+    (lambda g: g.entries[3].update(sha256="not a digest"), r"entries\[3\]\.sha256"),
+    (lambda g: g.vectors.__setitem__((1, 0), np.nan), "NaN or infinite"),
+    (lambda g: g.vectors.__setitem__((2, 5), np.inf), "NaN or infinite"),
+])
+def test_a_save_never_writes_what_load_refuses(gallery_copy, spoil, field):
+    gallery, head, description = Gallery.load(gallery_copy)
+    before = tree(gallery_copy.parent)
+    spoil(gallery)
+    with pytest.raises(animeface.GalleryError, match=field):
+        gallery.save(gallery_copy, head, {"thresholds": description["thresholds"]})
+    assert tree(gallery_copy.parent) == before
+    Gallery.load(gallery_copy)
+
+
+def tampered_projection(folder: Path, npz: bytes, card: str | None = None) -> Path:
+    """folder/p.npz holding npz, and its card (by default one whose sha256 matches it)."""
+    import hashlib
+
+    path = folder / "p.npz"
+    path.write_bytes(npz)
+    card = card or json.dumps({"name": "p", "backbone_id": RANDOM_BACKBONE, "sha256": hashlib.sha256(npz).hexdigest()})
+    path.with_suffix(".json").write_text(card)
+    return path
+
+
+def npz_of(**arrays) -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in arrays.items():
+            archive.writestr(f"{name}.npy", data)
+    return buffer.getvalue()
+
+
+def npy_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def npy_header_only(shape) -> bytes:
+    """An .npy header claiming shape (float32), followed by 64 bytes of data."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + b"\0" * 64
+
+
+RECIPE = {"layers": ["mixed5"], "pooling": "avg", "power": 0.5, "colour_weight": 0, "input_size": 299, "mirror": False}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_projection_whose_mean_is_not_finite_is_refused(tmp_path, bad):
+    from animeface.embed import Projection, Recipe
+
+    mean = np.zeros(768, np.float32)
+    mean[7] = bad
+    path = Projection(mean, np.eye(768, 8, dtype=np.float32), Recipe(**RECIPE)).save(
+        tmp_path / "p", {"name": "p", "backbone_id": RANDOM_BACKBONE})
+    with pytest.raises(animeface.ModelError, match=r"p\.npz.*NaN or infinite"):
+        animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, projection=path)
+
+
+def _projection_fifo(tmp_path):
+    path = tampered_projection(tmp_path, b"")
+    path.unlink()
+    os.mkfifo(path)
+    return path
+
+
+PROJECTION_TAMPERINGS = {
+    "a huge npz header": lambda tmp: tampered_projection(tmp, npz_of(
+        mean=npy_header_only((1 << 40,)), matrix=npy_bytes(np.eye(768, 8, dtype=np.float32)),
+        recipe=npy_bytes(np.array(json.dumps(RECIPE))))),
+    "a card nested 100,000 deep": lambda tmp: tampered_projection(tmp, b"PK", "[" * 100_000 + "]" * 100_000),
+    "a recipe nested 100,000 deep": lambda tmp: tampered_projection(tmp, npz_of(
+        mean=npy_bytes(np.zeros(768, np.float32)), matrix=npy_bytes(np.eye(768, 8, dtype=np.float32)),
+        recipe=npy_bytes(np.array("[" * 100_000 + "]" * 100_000)))),
+    "a FIFO": _projection_fifo,
+}
+
+
+@pytest.mark.parametrize("how", PROJECTION_TAMPERINGS)
+def test_a_tampered_projection_is_one_model_error_naming_it(tmp_path, how):
+    from animeface.embed import Projection
+
+    path = PROJECTION_TAMPERINGS[how](tmp_path)
+    with pytest.raises(animeface.ModelError, match=rf"{tmp_path}/p\.(npz|json)"):
+        Projection.load(path)
+
+
+def test_evaluate_reads_pictures_as_every_other_verb_does(tmp_path):
+    from animeface.evaluate import embed_pictures
+
+    huge = tmp_path / "gura" / "huge.png"
+    huge.parent.mkdir()
+    with open(huge, "wb") as fh:
+        fh.truncate(64 << 30)  # sparse: 64 GB that take no disk
+    rec = animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
+    big, good = embed_pictures(rec, {"gura": [huge, crops("gura", 0, 1)[0]]}, "whole")
+    assert "over the file size limit" in big.error and not big.boxes
+    assert good.error is None and good.vectors.shape == (1, rec.embedder.dim)
+
+
+def test_a_pixel_limit_above_pillows_own_is_the_one_that_holds(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from animeface.io import image_pixels
+
+    buffer = io.BytesIO()
+    Image.new("1", (15000, 12000)).save(buffer, "PNG")  # 180 million pixels, a few kilobytes
+    monkeypatch.setenv("ANIMEFACE_MAX_PIXELS", "200000000")
+    assert image_pixels(buffer.getvalue(), "big.png") == 180_000_000
+    monkeypatch.setenv("ANIMEFACE_MAX_PIXELS", "100000000")
+    with pytest.raises(animeface.ImageError, match="15000x12000 pixels is over the limit of 100000000"):
+        image_pixels(buffer.getvalue(), "big.png")
+
+
+def test_report_csv_never_lets_a_cell_start_a_formula(tmp_path):
+    import csv
+
+    name = '=HYPERLINK("evil.example","open")'
+    rec = animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
+    rec.enroll(name, crops("gura", 0, 3), faces="whole")
+    src, dst = tmp_path / "src", tmp_path / "sorted"
+    for path in crops("gura", 0, 3):
+        put(src / path.name, path.read_bytes())
+    put(src / "-2+3.png", plain_png((1, 2, 3)))
+    put(src / "@x.png", b"not a picture")
+    sort_folder(rec, src, dst, faces="auto", jobs=1)
+    with open(dst / ".animeface" / "report.csv", newline="", encoding="utf-8") as fh:
+        cells = [cell for row in csv.reader(fh) for cell in row]
+    assert "'" + name in cells, "the name is kept, behind a quote"
+    assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@", "\t", "\r"))]
+
+
+def test_enroll_into_a_read_only_folder_says_the_error_and_no_success(tmp_path):
+    home = tmp_path / "home"
+    animeface.Recognizer(home / "gallery", backbone=RANDOM_BACKBONE).save()
+    home.chmod(0o555)
+    try:
+        result = run_cli(["enroll", "gura", *crops("gura", 0, 3), "--faces", "whole"], home)
+    finally:
+        home.chmod(0o755)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Permission denied" in result.stderr and "enrolled" not in result.stdout
+    assert animeface.Recognizer.open(home / "gallery", backbone=RANDOM_BACKBONE).characters == {}

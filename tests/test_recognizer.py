@@ -179,7 +179,7 @@ def test_enroll_from_full_pictures_finds_the_face(tmp_path, shared_data):
 
 def test_character_names_must_be_safe_folder_names(tmp_path):
     rec = Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
-    for bad in ("", "a/b", "..", "_unknown", "x\0y"):
+    for bad in ("", "a/b", "..", "_unknown", "x\0y", "a\u2028b", "a\u2029b", "a\x85b", "a\x9bb"):
         with pytest.raises(ValueError):
             rec.enroll(bad, crops("gura", 0, 1), faces="whole")
 

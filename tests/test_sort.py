@@ -150,6 +150,25 @@ def test_move_loses_no_file_and_undo_puts_every_file_back(messy, tmp_path, galle
     assert "already undone" in capsys.readouterr().err
 
 
+def test_undo_puts_back_files_named_with_line_separators_and_says_what_it_cannot(tmp_path, empty_rec, capsys):
+    """U+2028, U+2029 and U+0085 in file names lose no journal record, so undo puts each file back;
+    a file whose every copy is gone is named, the exit status says so, and the run is not marked undone."""
+    src, dst = tmp_path / "src", tmp_path / "sorted"
+    for i, name in enumerate(["a\u2028b.png", "c\u2029d.png", "e\x85f.png", "plain.png"]):
+        put(src / name, plain_png((10 * i, 20, 30)))
+    before = tree(src)
+    empty_rec.save()
+    assert main(["sort", str(src), str(dst), "--move", "--gallery", str(empty_rec.path),
+                 "--backbone", RANDOM_BACKBONE, "-q"]) == 0
+    assert tree(src) == {}
+    (dst / "_noface" / "plain.png").unlink()  # the only copy of one source
+    capsys.readouterr()
+    assert main(["sort", "--undo", str(dst), "-q"]) == EXIT_SOME_FAILED
+    assert f"left {src / 'plain.png'}: could not be put back" in capsys.readouterr().out
+    assert tree(src) == {name: sha for name, sha in before.items() if name != "plain.png"}
+    assert main(["sort", "--undo", str(dst), "-q"]) == EXIT_SOME_FAILED, "not marked undone: still says what is missing"
+
+
 def test_a_picture_with_several_characters_goes_to_each_folder(tmp_path, empty_rec, shared_data, monkeypatch):
     src = tmp_path / "src"
     put(src / "group.jpg", (shared_data / "illustrations" / "set_b" / "test_1.jpg").read_bytes())

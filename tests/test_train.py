@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 import animeface
 from animeface.cli import main
@@ -58,3 +59,23 @@ def test_train_refuses_to_overwrite(tmp_path, capsys):
     assert main(["train", str(tree), "--out", str(tmp_path / "out"), "--backbone", RANDOM_BACKBONE, "-q"]) == 1
     assert (tmp_path / "out" / "projection.json").read_text() == "mine"
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../x", "ABSOLUTE", "", ".", "..", "a/b"])
+def test_train_refuses_a_name_that_is_not_a_plain_file_name_before_any_work(tmp_path, capsys, monkeypatch, name):
+    monkeypatch.setenv("ANIMEFACE_CACHE", str(tmp_path / "cache"))
+    tree = character_tree(tmp_path / "faces", per_character=1)
+    name = str(tmp_path / "abs") if name == "ABSOLUTE" else name
+    out = tmp_path / "work" / "out"
+    assert main(["train", str(tree), "--out", str(out), "--name", name, "--backbone", RANDOM_BACKBONE, "-q"]) == 2
+    assert "--name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"], "nothing written anywhere, not even a cache"
+
+
+def test_train_with_out_a_file_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ANIMEFACE_CACHE", str(tmp_path / "cache"))
+    tree = character_tree(tmp_path / "faces", per_character=1)
+    (tmp_path / "out").write_text("mine")
+    assert main(["train", str(tree), "--out", str(tmp_path / "out"), "--backbone", RANDOM_BACKBONE, "-q"]) == 1
+    assert "not a folder" in capsys.readouterr().err
+    assert (tmp_path / "out").read_text() == "mine" and not (tmp_path / "cache").exists()
