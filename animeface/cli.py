@@ -573,8 +573,8 @@ def cmd_serve(args) -> int:
         app = serve.create_app(rec, token, login, args.host)
         host, port = sock.getsockname()[:2]
         if host not in ("127.0.0.1", "::1"):
-            _say(f"warning: listening on {args.host}: anyone on the network who can see this address can "
-                 "watch the traffic, and whoever opens the sign-in address first gets in")
+            _say(f"warning: listening on {args.host}: the page travels unencrypted, so anyone who can watch "
+                 "the network can take its cookie or token and change the gallery")
         shown = "127.0.0.1" if args.host in serve.WILDCARD_HOSTS else f"[{host}]" if ":" in host else host
         print(f"animeface: serving the gallery {rec.path}; open http://{shown}:{port}{serve.LOGIN_PATH}?key={login} "
               "in your browser (it works once, and signs that browser in; Ctrl+C to stop)", flush=True)

@@ -1,8 +1,9 @@
 """Images in: one loader for paths, bytes, numpy arrays and PIL images.
 
 Everything downstream gets an RGB uint8 array of shape (H, W, 3). Files are
-decoded by content, never by extension, and each failure is an ImageError that
-names the input.
+decoded by content, never by extension, and only in raster formats Pillow decodes
+itself (RASTER_FORMATS: no external program ever runs on input); each failure is an
+ImageError that names the input.
 """
 
 from __future__ import annotations
