@@ -449,6 +449,7 @@ def cmd_identify(args) -> int:
 def cmd_detect(args) -> int:
     import cv2
 
+    from . import files
     from .detect import Detector, draw_boxes
     from .errors import ImageError
     from .io import load_image
@@ -477,17 +478,21 @@ def cmd_detect(args) -> int:
             boxes, labels = detector.detect(rgb), None
         suffix = relative.suffix.lower() if relative.suffix.lower() in WRITABLE_SUFFIXES else ".png"
         target = _free_name(out / relative.with_suffix(suffix))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(target), cv2.cvtColor(draw_boxes(rgb, boxes, labels), cv2.COLOR_RGB2BGR))
+        if not files.inside(out, target.parent):
+            _failed(f"{path}: {target.parent} leads outside {out} (a link); not written")
+            failed += 1
+            continue
+        encoded = cv2.imencode(suffix, cv2.cvtColor(draw_boxes(rgb, boxes, labels), cv2.COLOR_RGB2BGR))[1]
+        files.write_bytes(target, encoded.tobytes())  # a new file, never through a link (imwrite follows them)
         print(f"{path}: {len(boxes)} face(s) -> {target}", flush=True)
         done += 1
     return _status(done, failed)
 
 
 def _free_name(path: Path) -> Path:
-    """path, or path with -1, -2, ... added, whichever does not exist yet."""
+    """path, or path with -1, -2, ... added, whichever is not taken yet (a dangling link takes its name)."""
     candidate, n = path, 0
-    while candidate.exists():
+    while os.path.lexists(candidate):
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
@@ -566,15 +571,16 @@ def cmd_serve(args) -> int:
     with sock:
         rec = open_recognizer(args, create=True)
         load_embedder(rec, args)
-        token = serve.new_token()
-        app = serve.create_app(rec, token, args.host)
+        token, login = serve.new_token(), serve.new_token()
+        app = serve.create_app(rec, token, login, args.host)
         host, port = sock.getsockname()[:2]
         if host not in ("127.0.0.1", "::1"):
-            _say(f"warning: listening on {args.host}: anyone on the network who can reach this machine can open "
-                 "the page and change the gallery")
+            _say(f"warning: listening on {args.host}: the page travels unencrypted, so anyone who can watch "
+                 "the network can take its cookie or token and change the gallery")
         shown = "127.0.0.1" if args.host in serve.WILDCARD_HOSTS else f"[{host}]" if ":" in host else host
-        print(f"animeface: serving the gallery {rec.path} at http://{shown}:{port}/ (Ctrl+C to stop)", flush=True)
-        print(f"animeface: API token, for requests that change the gallery: {token}", flush=True)
+        print(f"animeface: serving the gallery {rec.path}; open http://{shown}:{port}{serve.LOGIN_PATH}?key={login} "
+              "in your browser (it works once, and signs that browser in; Ctrl+C to stop)", flush=True)
+        print(f"animeface: API token, for scripts (the {serve.TOKEN_HEADER} header): {token}", flush=True)
         serve.run(app, sock)
     return EXIT_OK
 

@@ -327,8 +327,6 @@ class Clusters:
             for face in faces:
                 number = face.get("group") if isinstance(face, dict) else "missing"
                 problem = face_problem(face) if isinstance(face, dict) else ("", "must be an object")
-                if not problem and not all(type(v) is int and v >= 0 for v in face["box"]):
-                    problem = "box", "must be four whole numbers, none negative"
                 if not problem and not (number is None or type(number) is int and 1 <= number <= len(faces)):
                     problem = "group", "must be a group number or null"
                 if problem:

@@ -32,6 +32,7 @@ import numpy as np
 from . import files
 from .embed import Recipe
 from .errors import CharacterNameError, GalleryError
+from .io import max_pixels
 
 #: 2: vectors from the trained embedder; preprocessing records its recipe and projection.
 FORMAT_VERSION = 2
@@ -173,7 +174,9 @@ class Gallery:
 
         Only a folder that holds a gallery (or nothing) is replaced, and only the
         gallery's own files are ever removed: pointing a save at a folder of
-        pictures is a GalleryError, with the pictures untouched.
+        pictures is a GalleryError, with the pictures untouched. A save the disk
+        refuses (full, read-only) is a GalleryError saying why; the gallery saved
+        before is left whole.
         """
         folder = Path(folder).expanduser().resolve()
         revision = uuid.uuid4().hex
@@ -194,6 +197,14 @@ class Gallery:
         except _Invalid as exc:
             raise GalleryError(f"{folder}: the gallery was not saved: its {exc.args[0]} {exc.args[1]}, "
                                "and a gallery that holds them could not be opened again") from None
+        try:
+            self._save(folder, description, head_arrays)
+        except OSError as exc:
+            raise GalleryError(f"{folder}: the gallery could not be saved ({exc.strerror or exc}); the gallery "
+                               "saved before is unchanged") from exc
+        self.revision, self.changes = revision, []
+
+    def _save(self, folder: Path, description: dict, head_arrays: dict | None) -> None:
         backup = _backup_of(folder)
         for path in (folder, backup):
             if os.path.lexists(path) and not _holds_gallery(path):
@@ -222,7 +233,6 @@ class Gallery:
         finally:
             if tmp.exists():
                 _remove_gallery(tmp)
-        self.revision, self.changes = revision, []
 
     @staticmethod
     def exists(folder: os.PathLike) -> bool:
@@ -379,9 +389,24 @@ def face_problem(face: dict) -> tuple[str, str] | None:
         return "source", "must be text"
     if not isinstance(face.get("sha256"), str) or not _SHA256.fullmatch(face["sha256"]):
         return "sha256", "must be 64 hexadecimal digits"
-    box = face.get("box", [0, 0, 1, 1])
-    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v, -1e9, 1e9) for v in box):
-        return "box", "must be four numbers"
+    problem = box_problem(face.get("box", [0, 0, 1, 1]))
+    return ("box", problem) if problem else None
+
+
+def box_problem(box, width: int | None = None, height: int | None = None) -> str | None:
+    """What is wrong with a face box [x, y, w, h] in a picture of width x height pixels, or None: it must be
+    whole pixels inside the picture. With no size (a box read from a file), inside some picture the pixel
+    limit lets in. Boxes given (the web page's) and boxes read (galleries, cluster runs) are checked by this
+    one rule, so no box makes a crop larger than its picture."""
+    if not (isinstance(box, list) and len(box) == 4 and all(type(v) is int for v in box)):
+        return "must be [x, y, w, h] in whole pixels"
+    x, y, w, h = box
+    fits = x >= 0 and y >= 0 and w >= 1 and h >= 1
+    if width is None:
+        if not (fits and (x + w) * (y + h) <= max_pixels()):
+            return f"{box} is not inside any picture of at most {max_pixels()} pixels (ANIMEFACE_MAX_PIXELS)"
+    elif not (fits and x + w <= width and y + h <= height):
+        return f"{box} is not inside the {width}x{height} picture"
     return None
 
 

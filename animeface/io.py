@@ -1,8 +1,9 @@
 """Images in: one loader for paths, bytes, numpy arrays and PIL images.
 
 Everything downstream gets an RGB uint8 array of shape (H, W, 3). Files are
-decoded by content, never by extension, and each failure is an ImageError that
-names the input.
+decoded by content, never by extension, and only in raster formats Pillow decodes
+itself (RASTER_FORMATS: no external program ever runs on input); each failure is an
+ImageError that names the input.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ DEFAULT_MAX_PIXELS = 80_000_000
 MAX_FILE_BYTES = 512 << 20
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif")
+
+#: The only formats decoded (Pillow's names): raster formats Pillow decodes itself. Others, PostScript
+#: above all (Pillow hands it to Ghostscript, an interpreter), are refused from their header.
+RASTER_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def max_pixels() -> int:
@@ -94,6 +99,8 @@ def open_file(path: os.PathLike, name: str | None = None, follow_links: bool = T
         if exc.errno == errno.ENOENT:
             raise ImageError(f"{name}: no such file") from None
         raise ImageError(f"{name}: cannot read the file ({exc.strerror})") from None
+    except ValueError:  # a NUL or a lone surrogate (a name from JSON, say): no file can have that name
+        raise ImageError(f"{name!r}: no such file (no file name can hold that)") from None
     fh = os.fdopen(fd, "rb")
     info = os.fstat(fd)
     problem = None
@@ -166,6 +173,12 @@ class PixelBudget:
         self._free = threading.Condition()
 
     @contextmanager
+    def decoded(self, data: bytes, name: str):
+        """The picture in data, decoded (load_image) while its pixels, read from its header, are held."""
+        with self.hold(image_pixels(data, name)):
+            yield load_image(data, name=name)
+
+    @contextmanager
     def hold(self, pixels: int):
         with self._free:
             self._free.wait_for(lambda: self._used == 0 or self._used + pixels <= self.pixels)
@@ -187,16 +200,40 @@ def _decode(fh, name: str) -> np.ndarray:
 
 
 def _open(fh, name: str) -> Image.Image:
-    """The image with only its header read, refused when its pixels are over the limit."""
+    """The image with only its header read, refused when it is not in RASTER_FORMATS or its pixels are
+    over the limit."""
     limit = max_pixels()
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
         Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check, at twice this, must not refuse first
-    with _pil_errors(name):
-        img = Image.open(fh)
+    try:
+        with _pil_errors(name):
+            img = Image.open(fh, formats=RASTER_FORMATS)
+    except ImageError:
+        other = _other_format(fh)
+        if other:
+            raise ImageError(f"{name}: {other} content, not a picture format read here "
+                             f"({', '.join(RASTER_FORMATS)})") from None
+        raise
     if img.width * img.height > limit:
         raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {limit}; "
                          "set ANIMEFACE_MAX_PIXELS to allow larger images")
     return img
+
+
+def _other_format(fh) -> str | None:
+    """The name of the format Pillow would take the file's header for, outside RASTER_FORMATS; found with
+    each format's header test alone, so that no decoder (and no interpreter) is started."""
+    fh.seek(0)
+    prefix = fh.read(16)
+    Image.init()
+    for format_id in Image.ID:
+        accept = Image.OPEN[format_id][1]
+        try:
+            if format_id not in RASTER_FORMATS and accept is not None and accept(prefix):
+                return format_id
+        except Exception:  # noqa: BLE001 - a header test given too short a prefix, as Pillow allows
+            continue
+    return None
 
 
 @contextmanager

@@ -7,12 +7,14 @@ vector clear their thresholds (see thresholds.py for how they are calibrated).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import sys
 import threading
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +25,7 @@ from .crop import DEFAULT_MARGIN, crop_face, thumbnail_jpeg, whole_image
 from .detect import DEFAULT_DETECTOR, DETECTORS, Box, Detector
 from .embed import Embedder
 from .errors import BackboneMismatchError, GalleryError, ImageError
-from .gallery import Gallery, locked, validate_name
+from .gallery import Gallery, box_problem, locked, validate_name
 from .head import SoftmaxHead
 from .io import ImageLike, available_cores, describe, iter_image_files, load_image, pipelined, read_file
 from .thresholds import Thresholds, calibrate
@@ -224,9 +226,9 @@ class Recognizer:
             box, crop = [0, 0, w, h], whole_image(rgb, self.embedder.input_size)
         else:
             box = [int(v) for v in box]
-            x, y, bw, bh = box
-            if bw < 1 or bh < 1 or x >= w or y >= h or x + bw <= 0 or y + bh <= 0:
-                raise ValueError(f"box {box} is not a face inside the {w}x{h} picture")
+            problem = box_problem(box, w, h)
+            if problem:
+                raise ValueError(f"box {problem}")
             crop = crop_face(rgb, box, self.embedder.input_size, self.margin)
         entry = {"label": name, "source": label, "sha256": _sha256(image), "box": box}
         if any(e["label"] == name and e["sha256"] == entry["sha256"] and e.get("box") == box
@@ -395,6 +397,20 @@ class Recognizer:
             self.gallery.save(self.path, self.head.to_arrays() if self.head else None,
                               {"thresholds": asdict(self._thresholds)})
         return self.path
+
+    @contextmanager
+    def saving(self):
+        """Change the gallery in the with block, then save it. When the change or the save fails, the
+        gallery in memory is put back as it was, so that it stays what is saved (a server keeps it)."""
+        gallery, head, thresholds = copy.copy(self.gallery), self.head, self._thresholds
+        gallery.entries = list(gallery.entries)  # arrays are replaced on change, never written into
+        gallery.changes = list(gallery.changes)  # a failed change is not replayed by a later save
+        try:
+            yield
+            self.save()
+        except BaseException:
+            self.gallery, self.head, self._thresholds = gallery, head, thresholds
+            raise
 
     # -- stages, for pipelines that run them apart (sort) ------------------------
 

@@ -1,15 +1,22 @@
 """`animeface serve`: a local web page and a JSON API over one gallery.
 
-A browser talks to it, and any page the browser opens could try to, so the guard
-refuses before a request's body is read: a Host that is not this server (a page
-that re-pointed its own name at this address), a POST whose Origin is another
-site, a gallery-changing POST without this run's token (which only the server's
-own page holds), and a body over the upload limit. Pictures go through the one
-image loader; nothing from a request (path, file name) ever reaches the file
-system. Identify runs in many threads at once; reading or changing the gallery
-is serialised by one lock, and every save is atomic.
+Only the person who started it may use it: the page, its files and every /api request
+need the cookie that the one-time address printed at start-up sets (HttpOnly,
+SameSite=Strict), or, for scripts, the printed token. A browser talks to it, and any
+page the browser opens could try to, so the guard also refuses before a request's body
+is read: a Host that is not this server (a page that re-pointed its own name at this
+address), a POST whose Origin is another site, a gallery-changing POST without the
+token (which only the server's own page holds), and a body over the upload limit; no
+other page may frame this one. Headers and bodies must arrive within deadlines, and
+connections beyond a limit are closed at once, so slow or idle clients cannot use up
+the server. Pictures go through the one image loader, their pixels held from a budget
+as sort holds them; nothing from a request (path, file name) ever reaches the file
+system. Identify runs in many threads at once; reading or changing the gallery is
+serialised by one lock, every save is atomic, and a change that cannot be saved is
+taken back.
 """
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -19,15 +26,17 @@ import os
 import secrets
 import socket
 import threading
+from contextlib import contextmanager
 from importlib.resources import files
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 import numpy as np
 
 from .crop import THUMBNAIL_SIDE, crop_face, thumbnail_jpeg, whole_image
 from .errors import AnimefaceError, ImageError
-from .gallery import MAX_TEXT
-from .io import load_image, read_file
+from .gallery import MAX_TEXT, box_problem
+from .io import PixelBudget, available_cores, max_pixels, read_file
 from .recognizer import FACE_MODES, Recognizer
 
 #: The largest request body taken, in bytes: a picture and the form around it.
@@ -40,14 +49,26 @@ WEB_SOURCE = "web upload"
 THUMBNAILS_SHOWN = 4
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 STATIC = {"/app.js": "application/javascript", "/style.css": "text/css"}
+#: The one-time address that signs the browser in: GET /login?key=KEY.
+LOGIN_PATH = "/login"
+#: Sent with every answer: no other page may frame this one (clickjacking), nor a file be sniffed as another type.
+SECURITY_HEADERS = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'"),
+                    (b"x-content-type-options", b"nosniff")]
+#: Seconds a client has to send a request's headers (from connecting, or from the answer before), and its body.
+HEADER_SECONDS = 10
+BODY_SECONDS = 60
+#: Connections open at once; one more is closed at once, so that descriptors are left for the server's own files.
+MAX_CONNECTIONS = 512
 
 
 class Service:
     """The recognizer behind the API, safe for many request threads at once.
 
     Decoding and detection run in each request's own thread (the recognizer keeps
-    a detector per thread). The network takes one picture at a time: OpenVINO
-    already spreads one over every core, and pictures side by side only contend
+    a detector per thread), as many at once as there are cores, each holding its
+    picture's pixels from a budget of the pixel limit, as sort does, so memory stays
+    bounded however many pictures arrive. The network takes one picture at a time:
+    OpenVINO already spreads one over every core, and pictures side by side only contend
     (benchmarks/serve_load.py, 2 cores: 7.5 against 4.8 requests/s, p95 2.0 against 3.2 s). Naming
     against the gallery, enrolling, forgetting and saving take the gallery lock,
     so no request sees a half-changed gallery and saves never interleave. Each change
@@ -58,12 +79,22 @@ class Service:
         self.rec = rec
         self._gallery = threading.Lock()
         self._network = threading.Lock()
+        self._workers = threading.BoundedSemaphore(available_cores())
+        self._pixels = PixelBudget(max_pixels())
         #: Face thumbnails as data URLs, by (sha256, box): made in memory, never served from a path.
         self._thumbnails: dict[tuple, str | None] = {}
 
+    @contextmanager
+    def decoded(self, data: bytes, name: str):
+        """The picture decoded, while it holds a worker and its pixels: what is done with it in the with
+        block (detection) is counted too."""
+        with self._workers, self._pixels.decoded(data, name) as rgb:
+            yield rgb
+
     def identify(self, data: bytes, name: str, faces: str) -> list:
         """The faces of one uploaded picture, as `animeface identify` finds and names them."""
-        boxes, crops = self.rec.face_crops(load_image(data, name=name), faces)
+        with self.decoded(data, name) as rgb:
+            boxes, crops = self.rec.face_crops(rgb, faces)
         with self._network:
             vectors = self.rec.embedder.embed(np.stack(crops)) if crops else None
         with self._gallery:
@@ -71,33 +102,26 @@ class Service:
 
     def enroll(self, name: str, data: bytes, filename: str, box: list[int] | None) -> tuple[dict, dict]:
         """Enroll one face of an uploaded picture and save the gallery; returns its entry and the counts."""
-        rgb = load_image(data, name=filename)
-        with self._gallery:
+        with self.decoded(data, filename) as rgb, self._gallery:
             self.rec.reload()
-            entry = self.rec.enroll_face(name, data, box, source=f"{WEB_SOURCE} {filename}"[:MAX_TEXT])
-            try:
-                self.rec.save()
-            except Exception:
-                self.rec.forget_face(entry)  # the gallery in memory stays what is on disk
-                raise
-            counts = dict(self.rec.characters)
-        self._thumbnails[_key(entry)] = _thumbnail(rgb, entry["box"])
-        return entry, counts
+            with self.rec.saving():
+                entry = self.rec.enroll_face(name, data, box, source=f"{WEB_SOURCE} {filename}"[:MAX_TEXT])
+            self._thumbnails[_key(entry)] = _thumbnail(rgb, entry["box"])
+            return entry, dict(self.rec.characters)
 
     def unenroll(self, entry: dict) -> dict:
         """Undo one enroll: remove that face and save; returns the counts."""
         with self._gallery:
             self.rec.reload()
-            self.rec.forget_face(entry)
-            self.rec.save()
+            with self.rec.saving():
+                self.rec.forget_face(entry)
             return dict(self.rec.characters)
 
     def forget(self, name: str) -> int:
         with self._gallery:
             self.rec.reload()
-            removed = self.rec.forget(name)
-            self.rec.save()
-        return removed
+            with self.rec.saving():
+                return self.rec.forget(name)
 
     def characters(self) -> list[dict]:
         """Each character with its count and the thumbnails of its first few faces."""
@@ -113,27 +137,29 @@ class Service:
     def thumbnail(self, entry: dict) -> str | None:
         key = _key(entry)
         if key not in self._thumbnails:
-            self._thumbnails[key] = _thumbnail_from_source(entry)
+            self._thumbnails[key] = self._thumbnail_from_source(entry)
         return self._thumbnails[key]
+
+    def _thumbnail_from_source(self, entry: dict) -> str | None:
+        """A face enrolled from a file (the command line), cut from that file when it is still the very
+        picture enrolled: its bytes hash to the sha256 the gallery recorded, and the box lies inside it.
+        The path is the gallery's, never a request's; a face enrolled through the page was never a file
+        and has none after a restart."""
+        if entry["source"].startswith(WEB_SOURCE):
+            return None
+        try:
+            data = read_file(entry["source"])
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                return None
+            with self.decoded(data, entry["source"]) as rgb:
+                inside = not box_problem(entry["box"], rgb.shape[1], rgb.shape[0])
+                return _thumbnail(rgb, entry["box"]) if inside else None
+        except ImageError:
+            return None
 
 
 def _key(entry: dict) -> tuple:
     return entry["sha256"], tuple(entry["box"])
-
-
-def _thumbnail_from_source(entry: dict) -> str | None:
-    """A face enrolled from a file (the command line), cut from that file when it is still the very
-    picture enrolled: its bytes hash to the sha256 the gallery recorded. The path is the gallery's,
-    never a request's; a face enrolled through the page was never a file and has none after a restart."""
-    if entry["source"].startswith(WEB_SOURCE):
-        return None
-    try:
-        data = read_file(entry["source"])
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            return None
-        return _thumbnail(load_image(data), entry["box"])
-    except ImageError:
-        return None
 
 
 def _thumbnail(rgb: np.ndarray, box) -> str:
@@ -147,43 +173,79 @@ def _thumbnail(rgb: np.ndarray, box) -> str:
 
 
 class Guard:
-    """ASGI middleware refusing what a page elsewhere, or a body too large, must not do."""
+    """ASGI middleware letting in only the person who started serve, and refusing what a page
+    elsewhere, a body too large or too slow, must not do."""
 
-    def __init__(self, app, token: str, host: str, limit: int = UPLOAD_LIMIT):
-        self.app, self.token, self.host, self.limit = app, token, host, limit
+    def __init__(self, app, token: str, login: str, host: str, limit: int = UPLOAD_LIMIT,
+                 body_seconds: float = BODY_SECONDS):
+        self.app, self.token, self.login, self.host, self.limit = app, token, login, host, limit
+        self.body_seconds = body_seconds
+        #: The cookie the login sets: its name is this run's own, so two servers on one machine keep theirs.
+        self.cookie, self.session = f"animeface-{secrets.token_hex(4)}", secrets.token_urlsafe(24)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        send = _secured(send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if scope["path"] == LOGIN_PATH and scope["method"] == "GET" and self._own_host(headers.get("host", "")):
+            return await self.sign_in(scope["query_string"].decode("latin-1"), send)
         refusal = self.refusal(scope["method"], scope["path"], headers)
         if refusal:
             return await _send_error(send, *refusal)
         if scope["method"] not in ("GET", "HEAD"):
-            body = await _read_body(receive, self.limit)
+            try:
+                async with asyncio.timeout(self.body_seconds):
+                    body = await _read_body(receive, self.limit)
+            except TimeoutError:
+                return await _send_error(send, 408, f"the request body did not arrive within {self.body_seconds:g} s")
             if body is None:
                 return await _send_error(send, 413, self._too_large())
             receive = _replay(body)
         await self.app(scope, receive, send)
+
+    async def sign_in(self, query: str, send) -> None:
+        """The one-time address: its key, once, sets the cookie and leads to the page; then it opens nothing."""
+        key = dict(parse_qsl(query)).get("key", "")
+        if not (self.login and hmac.compare_digest(key.encode(), self.login.encode())):
+            return await _send_error(send, 403, "this sign-in address is wrong or was used already: each works once; "
+                                                "restart 'animeface serve' for a new one")
+        self.login = None
+        cookie = f"{self.cookie}={self.session}; HttpOnly; SameSite=Strict; Path=/"
+        await send({"type": "http.response.start", "status": 303,
+                    "headers": [(b"location", b"/"), (b"set-cookie", cookie.encode()), (b"cache-control", b"no-store"),
+                                (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
 
     def refusal(self, method: str, path: str, headers: dict) -> tuple[int, str] | None:
         """(status, why) for a request refused on its headers alone, else None."""
         host = headers.get("host", "")
         if not self._own_host(host):
             return 400, f"Host {host!r} is not this server; open it by its address (e.g. 127.0.0.1)"
+        token = hmac.compare_digest(headers.get(TOKEN_HEADER, "").encode(), self.token.encode())
+        if not (token or self._signed_in(headers.get("cookie", ""))):
+            return 403, ("only the person who started 'animeface serve' may use it: open the one-time address it "
+                         f"printed, or (a script) send the {TOKEN_HEADER} header with the token it printed")
         if method in ("GET", "HEAD"):
             return None
         origin = headers.get("origin")
         if origin is not None and origin != f"http://{host}":
             return 403, f"requests from {origin} are refused: only this server's own page may send them"
-        if path not in READ_ONLY_POSTS and not hmac.compare_digest(
-                headers.get(TOKEN_HEADER, "").encode(), self.token.encode()):
+        if path not in READ_ONLY_POSTS and not token:
             return 403, (f"this request changes the gallery and needs the {TOKEN_HEADER} header with the token "
                          "that 'animeface serve' printed (the page sends it)")
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.limit:
             return 413, self._too_large()
         return None
+
+    def _signed_in(self, cookies: str) -> bool:
+        """Whether the Cookie header holds the cookie the sign-in set."""
+        for part in cookies.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == self.cookie and hmac.compare_digest(value.encode(), self.session.encode()):
+                return True
+        return False
 
     def _own_host(self, host: str) -> bool:
         """Whether a Host header names this server: the address it listens on, localhost, or with a
@@ -220,6 +282,16 @@ async def _read_body(receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _secured(send):
+    """send(), adding SECURITY_HEADERS to every answer."""
+    async def secured(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+        await send(message)
+
+    return secured
+
+
 def _replay(body: bytes):
     """A receive() that gives the app the body already read, then waits for the disconnect."""
     sent = False
@@ -245,8 +317,10 @@ async def _send_error(send, status: int, detail: str) -> None:
 # -- the app -------------------------------------------------------------------------------------
 
 
-def create_app(rec: Recognizer, token: str, host: str = "127.0.0.1", limit: int = UPLOAD_LIMIT):
-    """The web app (page and API) over one recognizer, behind the guard."""
+def create_app(rec: Recognizer, token: str, login: str, host: str = "127.0.0.1", limit: int = UPLOAD_LIMIT,
+               body_seconds: float = BODY_SECONDS):
+    """The web app (page and API) over one recognizer, behind the guard; `login` is the key of the one-time
+    sign-in address (LOGIN_PATH?key=...)."""
     from fastapi import FastAPI, File, Form, HTTPException, UploadFile
     from fastapi.responses import HTMLResponse, Response
     from pydantic import BaseModel
@@ -329,7 +403,7 @@ def create_app(rec: Recognizer, token: str, host: str = "127.0.0.1", limit: int 
 
         return JSONResponse({"detail": str(exc)}, status_code=500)
 
-    return Guard(app, token, host, limit)
+    return Guard(app, token, login, host, limit, body_seconds)
 
 
 def _parse_box(text: str | None) -> list[int] | None:
@@ -366,8 +440,39 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+def server(app, header_seconds: float = HEADER_SECONDS, connections: int = MAX_CONNECTIONS):
+    """The uvicorn server for the app: HTTP/1.1 by h11 (its headers capped at 16 KiB), no websockets, headers
+    due within header_seconds, at most `connections` open at once. (The body's deadline is the guard's.)"""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Deadlines(H11Protocol):
+        """h11 as uvicorn runs it, which waits for a request's headers forever: here a connection over the
+        limit is closed at once, and one whose next request's headers are not in within header_seconds
+        of connecting, or of the answer before, is closed."""
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > connections:
+                transport.close()
+            else:
+                self._await_headers(after=None)
+
+        def on_response_complete(self) -> None:
+            answered = self.cycle
+            super().on_response_complete()
+            self._await_headers(after=answered)
+
+        def _await_headers(self, after) -> None:
+            def too_slow():
+                if self.cycle is after and not self.transport.is_closing():  # no new request begun
+                    self.transport.close()
+
+            self.loop.call_later(header_seconds, too_slow)
+
+    return uvicorn.Server(uvicorn.Config(app, http=Deadlines, ws="none", log_level="warning", access_log=False))
+
+
 def run(app, sock: socket.socket) -> None:
     """Serve on the socket until interrupted (Ctrl+C)."""
-    import uvicorn
-
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    server(app).run(sockets=[sock])

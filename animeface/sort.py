@@ -52,7 +52,7 @@ import numpy as np
 
 from . import files, report
 from .errors import AnimefaceError, ImageError
-from .io import IMAGE_SUFFIXES, PixelBudget, available_cores, image_pixels, load_image, max_pixels, open_file, pipelined, read_file
+from .io import IMAGE_SUFFIXES, RASTER_FORMATS, PixelBudget, available_cores, max_pixels, open_file, pipelined, read_file
 from .models import sha256_file
 
 UNKNOWN, NOFACE = "_unknown", "_noface"
@@ -315,8 +315,7 @@ def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: Pix
             raise ImageError(f"{path.name}: not an image ({path.suffix or 'no'} file suffix, no image header)")
         data = read_file(path, path.name, follow_links=False)
         pic.size, pic.sha256 = len(data), hashlib.sha256(data).hexdigest()
-        with budget.hold(image_pixels(data, path.name)):
-            rgb = load_image(data, name=path.name)
+        with budget.decoded(data, path.name) as rgb:
             pic.shape = rgb.shape[:2]
             pic.boxes, pic.crops = recognizer.face_crops(rgb, faces)
             if thumbs is not None:
@@ -327,13 +326,13 @@ def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: Pix
 
 
 def _looks_like_image(path: Path) -> bool:
-    """Whether PIL knows the file's header; only the header is read (a folder may hold big videos).
-    A file that is not a regular one raises open_file's ImageError, which says what it is."""
+    """Whether the file's header is of a format read (RASTER_FORMATS); only the header is read (a folder
+    may hold big videos). A file that is not a regular one raises open_file's ImageError, which says what it is."""
     from PIL import Image
 
     with open_file(path, path.name, follow_links=False) as fh:
         try:
-            with Image.open(fh):
+            with Image.open(fh, formats=RASTER_FORMATS):
                 return True
         except Exception:
             return False

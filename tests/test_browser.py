@@ -23,14 +23,14 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is mi
 
 @pytest.fixture
 def server(tmp_path, network_cache):
-    """`animeface serve --port 0` over a new gallery; yields the address it printed."""
+    """`animeface serve --port 0` over a new gallery; yields the one-time address it printed."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ANIMEFACE_BACKBONE": RANDOM_BACKBONE,
            "ANIMEFACE_CASCADE": str(CASCADE), "ANIMEFACE_CACHE": str(network_cache)}
     process = subprocess.Popen([sys.executable, "-m", "animeface", "serve", "--port", "0", "--gallery",
                                 str(tmp_path / "gallery"), "-q"], env=env, stdout=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
-        address = re.search(r"at (http://\S+/) ", line)
+        address = re.search(r"open (http://\S+) ", line)  # the one-time sign-in address
         assert address, f"serve printed {line!r}"
         yield address.group(1)
     finally:

@@ -276,6 +276,33 @@ def test_detect_keeps_subfolders_and_formats_and_never_overwrites(capsys, tmp_pa
     assert (tmp_path / "out" / "b-1.jpg").is_file(), "an existing annotated copy is never overwritten"
 
 
+def test_detect_writes_undecodable_names_and_never_through_links(tmp_path, shared_data):
+    """Breaks 10 and 11: cv2.imwrite crashed the process (exit 139) on a file name that is not UTF-8, and
+    wrote through a dangling link, out of --out. Copies are now written as sort writes: a new file,
+    never through a link (the name taken, the next one is used), never in a folder that leads out."""
+    picture = sorted((shared_data / "illustrations" / "set_b").glob("*.jpg"))[0].read_bytes()
+    src, out, elsewhere = tmp_path / "src", tmp_path / "out", tmp_path / "elsewhere"
+    for folder in (src / "sub", out, elsewhere):
+        folder.mkdir(parents=True)
+    undecodable = os.fsencode(src) + b"/caf\xe9.jpg"
+    with open(undecodable, "wb") as fh:
+        fh.write(picture)
+    (src / "a.jpg").write_bytes(picture)
+    (src / "sub" / "b.jpg").write_bytes(picture)
+    (out / "a.jpg").symlink_to(elsewhere / "planted.jpg")  # dangling
+    (out / "sub").symlink_to(elsewhere)
+    result = subprocess.run([sys.executable, "-m", "animeface", "detect", str(src), "--out", str(out), "-q"],
+                            env=cli_env(tmp_path), capture_output=True, text=True)
+    assert result.returncode == EXIT_SOME_FAILED, result.stderr
+    assert "Traceback" not in result.stderr and "sub/b.jpg" in result.stderr and "outside" in result.stderr
+    assert os.listdir(elsewhere) == [], "nothing was written out of --out"
+    assert sorted(os.listdir(os.fsencode(out))) == [b"a-1.jpg", b"a.jpg", b"caf\xe9.jpg", b"sub"]
+    assert os.readlink(out / "a.jpg") == str(elsewhere / "planted.jpg")
+    from animeface.io import load_image
+
+    assert load_image(os.fsdecode(os.fsencode(out) + b"/caf\xe9.jpg")).shape == load_image(src / "a.jpg").shape
+
+
 # -- sort --------------------------------------------------------------------------------------
 
 

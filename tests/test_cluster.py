@@ -147,7 +147,8 @@ def test_a_threshold_outside_0_to_1_is_refused(pictures, capsys, given):
 
 
 @pytest.mark.parametrize("damage", ["not json", "a pickle", "huge vectors", "a bad box", "a negative box",
-                                    "an upper-case sha256", "vectors not of unit length", "no run at all"])
+                                    "an upper-case sha256", "vectors not of unit length", "no run at all",
+                                    "a box past any picture"])
 def test_a_damaged_run_is_a_clean_error(pictures, tmp_path, damage):
     rec = animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
     out = tmp_path / "groups"
@@ -171,6 +172,7 @@ def test_a_damaged_run_is_a_clean_error(pictures, tmp_path, damage):
     else:
         face = run["faces"][0]
         face.update({"a bad box": {"box": ["__import__('os')", 0, 0, 0]}, "a negative box": {"box": [-5, 0, -1, 9]},
+                     "a box past any picture": {"box": [0, 0, 1, 10 ** 9]},
                      "an upper-case sha256": {"sha256": face["sha256"].upper()}}[damage])
         (out / cluster.RUN_FILE).write_text(json.dumps(run))
     with pytest.raises(cluster.ClusterError, match=str(out)):

@@ -334,6 +334,9 @@ TAMPERINGS = {
                             "preprocessing.recipe.*input_size"),
     "thresholds of another shape": (edit_json(lambda d: d.update(thresholds={"x": 1})), "thresholds"),
     "an entry's sha256": (edit_json(lambda d: d["entries"][3].update(sha256=None)), r"entries\[3\].sha256"),
+    # issue 19, break 8: a box no picture could hold
+    "an entry's box past any picture": (edit_json(lambda d: d["entries"][2].update(box=[0, 0, 1, 10 ** 9])),
+                                        r"entries\[2\].box"),
     "deeply nested JSON": (lambda f: (f / "gallery.json").write_text("[" * 100_000 + "]" * 100_000), "RecursionError"),
     "not JSON": (lambda f: (f / "gallery.json").write_bytes(b"\xff\xfe{"), "gallery.json"),
     "head not a zip": (lambda f: (f / "head.npz").write_bytes(b"PK\3\4 garbage"), "BadZipFile"),
@@ -630,3 +633,35 @@ def test_enroll_into_a_read_only_folder_says_the_error_and_no_success(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "Permission denied" in result.stderr and "enrolled" not in result.stdout
     assert animeface.Recognizer.open(home / "gallery", backbone=RANDOM_BACKBONE).characters == {}
+
+
+# -- issue 19, break 6: PostScript handed to Ghostscript -----------------------------------------
+
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n"
+       b"newpath 0 0 moveto 16 16 lineto stroke showpage\n%%EOF\n")
+
+
+def test_postscript_is_refused_by_its_format_and_no_interpreter_is_started(tmp_path):
+    """PostScript named .jpg went to Ghostscript (through Pillow) in every command and /api/identify. Only
+    raster formats are decoded now; anything else is one error naming the file and its format, and no
+    program is started (a stand-in `gs` on PATH would leave a mark)."""
+    marker, tools = tmp_path / "gs-was-run", tmp_path / "bin"
+    tools.mkdir()
+    (tools / "gs").write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    (tools / "gs").chmod(0o755)
+    src = tmp_path / "src"
+    put(src / "drawing.jpg", EPS)
+    put(src / "p.png", plain_png((9, 9, 9)))
+    env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
+           "ANIMEFACE_CASCADE": str(CASCADE), "ANIMEFACE_BACKBONE": RANDOM_BACKBONE}
+    animeface.Recognizer(tmp_path / "gallery", backbone=RANDOM_BACKBONE).save()
+    for args in (["detect", src / "drawing.jpg", src / "p.png", "--out", tmp_path / "out"],
+                 ["sort", src, tmp_path / "sorted", "--gallery", tmp_path / "gallery"]):
+        result = subprocess.run([sys.executable, "-m", "animeface", *map(str, args), "-q"], env=env,
+                                capture_output=True, text=True)
+        assert result.returncode == EXIT_SOME_FAILED and "Traceback" not in result.stderr, result.stderr
+        assert "drawing.jpg" in result.stderr + result.stdout and "EPS content" in result.stderr + result.stdout, args
+    with pytest.raises(animeface.ImageError, match=r"drawing.jpg: EPS content, not a picture format read here "
+                                                   r"\(JPEG, PNG, WEBP, GIF, BMP, TIFF\)"):
+        load_image(src / "drawing.jpg")
+    assert not marker.exists(), "Ghostscript was started on an uploaded file"

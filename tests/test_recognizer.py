@@ -123,7 +123,8 @@ def test_save_is_atomic_and_keeps_the_old_gallery_on_failure(gallery_copy, monke
     before = (gallery_copy / "gallery.json").read_text()
     rec.forget("gura")
     monkeypatch.setattr(np, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
-    with pytest.raises(OSError):
+    with pytest.raises(animeface.GalleryError, match="the gallery could not be saved .disk full.; the gallery saved "
+                                                     "before is unchanged"):
         rec.save()
     assert (gallery_copy / "gallery.json").read_text() == before
     assert sorted(p.name for p in gallery_copy.parent.iterdir()) == ["gallery"], "no temporary folder left"
