@@ -17,6 +17,14 @@ class Box:
     h: int
     score: float = 1.0
 
+    @classmethod
+    def clipped(cls, x: float, y: float, w: float, h: float, width: int, height: int, score: float):
+        """The box cut to a width x height picture, its edges rounded to whole pixels inside it;
+        None when less than a pixel of it is left."""
+        x0, y0 = round(max(x, 0)), round(max(y, 0))
+        x1, y1 = round(min(x + w, width)), round(min(y + h, height))
+        return cls(int(x0), int(y0), int(x1 - x0), int(y1 - y0), float(score)) if x1 > x0 and y1 > y0 else None
+
     def __iter__(self):
         return iter((self.x, self.y, self.w, self.h))
 

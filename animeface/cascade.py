@@ -160,10 +160,9 @@ class CascadeDetector:
         boxes = []
         for i in nms(rects, scores, self.nms_iou):
             x, y, w, h = rects[i]
-            x0, y0 = max(x / scale, 0), max(y / scale, 0)
-            x1, y1 = min((x + w) / scale, width), min((y + h) / scale, height)
-            if x1 > x0 and y1 > y0:
-                boxes.append(Box(int(round(x0)), int(round(y0)), int(round(x1 - x0)), int(round(y1 - y0)), float(scores[i])))
+            box = Box.clipped(x / scale, y / scale, w / scale, h / scale, width, height, scores[i])
+            if box is not None:
+                boxes.append(box)
         return boxes
 
     def _working_scale(self, long_side: int) -> float:

@@ -214,9 +214,9 @@ class FaceBoxesDetector:
     - "square": the picture padded to a square with the mean colour, its long side at `side`;
     - "fill": the same square at half size on that canvas, for faces that fill the frame
       (the network's largest anchors are half the canvas);
-    - "detail": the picture at its own aspect, its long side at twice `side`, for small faces:
-      the network finds faces well from about 150 px up, which in a big picture with many
-      characters the square pass shrinks below that.
+    - "detail": a picture larger than `side` at its own aspect, its long side at its own size
+      up to twice `side`, for small faces: the network finds faces well from about 150 px up,
+      which in a big picture with many characters the square pass shrinks below that.
     The extra framings run only when they can change the answer: "fill" when the square pass
     finds no face scoring `confident`, "detail" then too, or when a face it found is smaller
     than `small_face` canvas pixels (others of that size may have been missed).
@@ -262,7 +262,7 @@ class FaceBoxesDetector:
         boxes, scores, scale = self._pass(rgb, "square")
         sure = scores >= self.confident
         crowded = not sure.any() or boxes[sure, 2:].max(axis=1).min() * scale < self.small_face
-        wanted = {"fill": not sure.any(), "detail": crowded}
+        wanted = {"fill": not sure.any(), "detail": crowded and max(rgb.shape[:2]) > 1.25 * self.side}
         for framing in (f for f in self.framings if wanted.get(f)):
             more, more_scores, _ = self._pass(rgb, framing)
             boxes, scores = np.concatenate([boxes, more]), np.concatenate([scores, more_scores])
@@ -284,9 +284,9 @@ class FaceBoxesDetector:
         height, width = rgb.shape[:2]
         found = []
         for (x, y, w, h), score in zip(rects, scores):
-            x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
-            if x1 - x0 >= 1 and y1 - y0 >= 1:
-                found.append(Box(int(round(x0)), int(round(y0)), int(round(x1 - x0)), int(round(y1 - y0)), score))
+            box = Box.clipped(x, y, w, h, width, height, score)
+            if box is not None:
+                found.append(box)
         return found
 
     def _pass(self, rgb: np.ndarray, framing: str) -> tuple[np.ndarray, np.ndarray, float]:
@@ -322,7 +322,7 @@ def frame(rgb: np.ndarray, framing: str, side: int) -> tuple[np.ndarray, float, 
     top-left corner lands (x, y)."""
     height, width = rgb.shape[:2]
     if framing == "detail":
-        scale = 2 * side / max(height, width)
+        scale = min(2 * side, max(height, width)) / max(height, width)
         size = (max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32))
         return _resized(rgb, size), size[0] / width, np.zeros(2, np.float32)
     scale = side / max(height, width) * (0.5 if framing == "fill" else 1.0)

@@ -144,10 +144,10 @@ def test_identify_streams_each_result_and_stderr_holds_only_our_lines(tmp_path, 
 def test_a_face_crop_is_taken_whole_in_auto_mode_and_the_output_says_so(gallery_copy):
     from animeface.io import load_image
 
-    rec = Recognizer(gallery_copy, backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
+    rec = Recognizer(gallery_copy, backbone=RANDOM_BACKBONE, cascade=CASCADE, detector="cascade", progress=False)
     rgb = load_image(EYE_ONLY)
     (eye,), _ = rec.face_crops(rgb, "detect")
-    assert max(eye.w, eye.h) < rgb.shape[0] / 2, "the detector finds only the eye"
+    assert max(eye.w, eye.h) < rgb.shape[0] / 2, "the cascade finds only the eye"
     (box,), _ = rec.face_crops(rgb, "auto")
     assert tuple(box) == (0, 0, rgb.shape[1], rgb.shape[0])
     report = rec.enroll("someone", [EYE_ONLY])
