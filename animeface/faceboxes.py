@@ -214,12 +214,13 @@ class FaceBoxesDetector:
     - "square": the picture padded to a square with the mean colour, its long side at `side`;
     - "fill": the same square at half size on that canvas, for faces that fill the frame
       (the network's largest anchors are half the canvas);
-    - "detail": a picture larger than `side` at its own aspect, its long side at its own size
-      up to twice `side`, for small faces: the network finds faces well from about 150 px up,
-      which in a big picture with many characters the square pass shrinks below that.
+    - "detail": the picture at its own aspect, its long side at twice `side`, for small faces:
+      the network finds faces well from about 150 px up, which in a picture with many
+      characters the square pass shrinks (or leaves) below that.
     The extra framings run only when they can change the answer: "fill" when the square pass
-    finds no face scoring `confident`, "detail" then too, or when a face it found is smaller
-    than `small_face` canvas pixels (others of that size may have been missed).
+    finds no face scoring `confident`; "detail" when a face it found is smaller than
+    `small_face` canvas pixels (others of that size may have been missed), or when it found
+    none in a picture larger than `side` (a small one is a close-up, which "fill" is for).
     Boxes are kept at `threshold` or above (0.3 and 0.7 each found fewer labelled faces than 0.5).
 
     verifier: a verifier.Verifier that must also accept a box scoring below `verify_below`
@@ -261,8 +262,9 @@ class FaceBoxesDetector:
         """Face boxes in an RGB picture's pixels, best score first."""
         boxes, scores, scale = self._pass(rgb, "square")
         sure = scores >= self.confident
-        crowded = not sure.any() or boxes[sure, 2:].max(axis=1).min() * scale < self.small_face
-        wanted = {"fill": not sure.any(), "detail": crowded and max(rgb.shape[:2]) > 1.25 * self.side}
+        small = sure.any() and boxes[sure, 2:].max(axis=1).min() * scale < self.small_face
+        crowded = small or not sure.any()
+        wanted = {"fill": not sure.any(), "detail": small or (not sure.any() and max(rgb.shape[:2]) > self.side)}
         for framing in (f for f in self.framings if wanted.get(f)):
             more, more_scores, _ = self._pass(rgb, framing)
             boxes, scores = np.concatenate([boxes, more]), np.concatenate([scores, more_scores])
@@ -322,7 +324,7 @@ def frame(rgb: np.ndarray, framing: str, side: int) -> tuple[np.ndarray, float, 
     top-left corner lands (x, y)."""
     height, width = rgb.shape[:2]
     if framing == "detail":
-        scale = min(2 * side, max(height, width)) / max(height, width)
+        scale = 2 * side / max(height, width)
         size = (max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32))
         return _resized(rgb, size), size[0] / width, np.zeros(2, np.float32)
     scale = side / max(height, width) * (0.5 if framing == "fill" else 1.0)
