@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import sys
 import warnings
@@ -108,8 +107,7 @@ def deepest_layer(layers) -> str:
 
 
 def network_folder(weights: Weights, layers: tuple[str, ...], pooling: str, size: int) -> Path:
-    key = json.dumps([weights.key, list(layers), pooling, size, CONVERSION_VERSION])
-    return models.cache_dir() / "networks" / hashlib.sha256(key.encode()).hexdigest()[:20]
+    return runtime.cache_folder([weights.key, list(layers), pooling, size, CONVERSION_VERSION])
 
 
 class Network:

@@ -1,6 +1,6 @@
 """Find anime faces: the learned detector (FaceBoxes) by default, the LBP cascade as the fast mode.
 
-Measured on full illustrations (benchmarks/detection.py), the cascade needs large, open,
+Measured on full illustrations (benchmarks/detectors.py), the cascade needs large, open,
 frontal eyes and finds no face in many pictures that FaceBoxes handles; it stays as the
 detector the project started from, selectable by kind="cascade" (--detector cascade).
 """
@@ -12,11 +12,11 @@ import os
 import cv2
 import numpy as np
 
-from .boxes import Box, nms
+from .boxes import Box
 from .io import ImageLike, load_image
 from .models import DEFAULT_DETECTOR, DETECTORS
 
-__all__ = ["Box", "DETECTORS", "Detector", "detect_faces", "draw_boxes", "nms"]
+__all__ = ["Box", "DETECTORS", "Detector", "detect_faces", "draw_boxes"]
 
 
 class Detector:
@@ -32,15 +32,13 @@ class Detector:
                  weights: str | os.PathLike | None = None, **settings):
         if kind not in DETECTORS:
             raise ValueError(f"detector kind must be one of {', '.join(DETECTORS)}, got {kind!r}")
+        from .cascade import CascadeDetector
+
         self.kind = kind
         if kind == "cascade":
-            from .cascade import CascadeDetector
-
             self._detector = CascadeDetector(cascade, **settings)
         else:
-            from .cascade import CascadeDetector
             from .faceboxes import FaceBoxesDetector
-
             from .verifier import Verifier
 
             if "second_opinion" not in settings:

@@ -10,8 +10,6 @@ implementation (FaceBoxes.PyTorch: prior_box.py, box_utils.decode).
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 import sys
 from itertools import product
@@ -40,9 +38,9 @@ VARIANCES = (0.1, 0.2)
 CONVERSION_VERSION = 1
 BN_EPSILON = 1e-5
 FRAMINGS = ("square", "fill", "detail")
-#: A FaceBoxes box against the cascade's box of the same face: (width, height) ratios, then the
-#: shift of its centre (x, y) in cascade-box sides. Medians over the 49 faces of tests/face_boxes.json
-#: both found (benchmarks/detection.py prints them).
+#: A FaceBoxes box against the cascade-framed box of the same face: (width, height) ratios, then the
+#: shift of its centre (x, y) in those boxes' sides. Medians over the faces of tests/face_boxes.json
+#: (hand-checked cascade framing) that FaceBoxes found.
 BOX_TO_CASCADE = ((1.25, 1.29), (0.017, -0.218))
 
 
@@ -66,8 +64,7 @@ class FaceBoxes:
         self.sha256 = _sha256(self.path)
         self.precision = precision
         self._requests = runtime.Requests()
-        self.folder = models.cache_dir() / "networks" / hashlib.sha256(
-            json.dumps(["faceboxes", self.sha256, CONVERSION_VERSION]).encode()).hexdigest()[:20]
+        self.folder = runtime.cache_folder(["faceboxes", self.sha256, CONVERSION_VERSION])
         self._compiled()  # a bad weights file is reported now, not at the first picture
 
     def _compiled(self):
@@ -284,12 +281,8 @@ class FaceBoxesDetector:
                     rects.append(tuple(box))
                     scores.append(box.score)
         height, width = rgb.shape[:2]
-        found = []
-        for (x, y, w, h), score in zip(rects, scores):
-            box = Box.clipped(x, y, w, h, width, height, score)
-            if box is not None:
-                found.append(box)
-        return found
+        found = (Box.clipped(x, y, w, h, width, height, score) for (x, y, w, h), score in zip(rects, scores))
+        return sorted((box for box in found if box is not None), key=lambda box: -box.score)
 
     def _pass(self, rgb: np.ndarray, framing: str) -> tuple[np.ndarray, np.ndarray, float]:
         """Boxes (x, y, w, h) in the picture's pixels, their scores, and the framing's scale."""

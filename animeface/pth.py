@@ -107,11 +107,9 @@ def read_state_dict(path: str | Path, env: str = "") -> dict[str, np.ndarray]:
 
     where = f" (set by {env})" if env else ""
     try:
-        data = read_file(path, str(path))
+        data = read_file(path, str(path), limit=MAX_BYTES)
     except ImageError as exc:
         raise ModelError(f"cannot read the weights file{where}: {exc}") from None
-    if len(data) > MAX_BYTES:
-        raise ModelError(f"{path}{where}: {len(data) >> 20} MiB is larger than any weights file this reads")
     try:
         return _parse(io.BytesIO(data))
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,

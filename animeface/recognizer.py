@@ -231,8 +231,7 @@ class Recognizer:
                 raise ValueError(f"box {problem}")
             crop = crop_face(rgb, box, self.embedder.input_size, self.margin)
         entry = {"label": name, "source": label, "sha256": _sha256(image), "box": box}
-        if any(e["label"] == name and e["sha256"] == entry["sha256"] and e.get("box") == box
-               for e in self.gallery.entries):
+        if self.gallery.has(name, entry["sha256"], box):
             raise ValueError(f"this face of {label} is already enrolled as {name}")
         self.gallery.add(self.embedder.embed(crop[None]), [entry])
         self._refit()

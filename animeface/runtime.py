@@ -8,6 +8,7 @@ each load, and every run afterwards reads the cache alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,13 @@ MODEL_FILES = ("network.xml", "network.bin")
 
 _lock = threading.Lock()
 _compiled: dict = {}
+
+
+def cache_folder(key) -> Path:
+    """The cache folder of a converted network, named by a digest of everything that shapes it (key,
+    any JSON value)."""
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
+    return models.cache_dir() / "networks" / digest
 
 
 def save_converted(function, folder: Path, card: dict) -> None:

@@ -103,6 +103,7 @@ def tally(detector):
     for name, truth in TRUTH.items():
         boxes = detector.detect(SHARED / "illustrations" / name)
         assert all(0.0 <= b.score <= 1.0 for b in boxes)
+        assert [b.score for b in boxes] == sorted((b.score for b in boxes), reverse=True), "best score first"
         found += sum(any(iou(b, t) >= 0.3 for b in boxes) for t in truth)
         false += sum(not any(iou(b, t) >= 0.3 for t in truth) for b in boxes)
     return found, false
