@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  animeface identify scene.jpg\n"
                "  animeface sort ~/Downloads/anime ~/Pictures/by-character\n\n"
                "environment: ANIMEFACE_HOME (default gallery), ANIMEFACE_BACKBONE, ANIMEFACE_DETECTOR,\n"
-               "  ANIMEFACE_CASCADE, ANIMEFACE_CACHE (model downloads). Run 'animeface COMMAND --help' for each command.\n\n"
+               "  ANIMEFACE_CASCADE, ANIMEFACE_CACHE (model downloads).\n"
+               "Run 'animeface COMMAND --help' for each command.\n\n"
                + EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"animeface {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")

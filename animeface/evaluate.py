@@ -32,6 +32,7 @@ from .detect import Box
 from .errors import AnimefaceError, ImageError
 from .gallery import Gallery
 from .io import iter_image_files, load_image, read_file
+from .models import DEFAULT_DETECTOR
 from .recognizer import FACE_MODES, Recognizer
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -124,7 +125,8 @@ def make_split(folders: dict[str, list[Path]], shots: int, unknown: int, rng) ->
 
 
 def evaluate(root, shots: int = 10, unknown: int = 0, repeats: int = 1, seed: int = 0, faces: str = "auto",
-             backbone=None, cascade=None, detector: str = "faceboxes", progress: bool = False, bootstrap: int = BOOTSTRAP_RESAMPLES) -> dict:
+             backbone=None, cascade=None, detector: str = DEFAULT_DETECTOR, progress: bool = False,
+             bootstrap: int = BOOTSTRAP_RESAMPLES) -> dict:
     """Enroll `shots` pictures per known character, identify the rest, over `repeats` random splits.
 
     Returns a JSON-ready dict: headline figures averaged over splits with 95%
