@@ -18,13 +18,13 @@ from .errors import AnimefaceError, BackboneMismatchError, CharacterNameError, G
 _LAZY = {
     "Box": "detect", "Detector": "detect", "detect_faces": "detect",
     "load_image": "io",
-    "EnrollReport": "recognizer", "Face": "recognizer", "Recognizer": "recognizer", "Thresholds": "recognizer",
+    "EnrollReport": "recognizer", "Face": "recognizer", "Recognizer": "recognizer", "Calibration": "recognizer",
     "enroll": "recognizer", "identify": "recognizer",
 }
 
 __all__ = [
     "AnimefaceError", "BackboneMismatchError", "Box", "CharacterNameError", "Detector", "EnrollReport", "Face",
-    "GalleryError", "ImageError", "ModelError", "Recognizer", "Thresholds", "detect_faces", "enroll", "identify",
+    "GalleryError", "ImageError", "ModelError", "Recognizer", "Calibration", "detect_faces", "enroll", "identify",
     "load_image",
 ]
 __version__ = "0.2.0"

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__, quiet
-from .models import DEFAULT_DETECTOR, DETECTORS
+from .models import DEFAULT_DETECTOR, DETECTORS, STRANGER_REFUSAL
 from .errors import AnimefaceError, GalleryError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_NOTHING_DONE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -187,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="measure recognition on a folder of labelled pictures",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Enroll K pictures per character of ROOT (one subfolder each), identify the "
-                                   "rest, and report accuracy, unknown rejection and thresholds. It works on "
-                                   "temporary galleries, so it takes no --gallery.",
+                                   "rest, and report how many strangers (--unknown) were called unknown, how many "
+                                   "known faces were named right, and how well the scores are calibrated. It works "
+                                   "on temporary galleries, so it takes no --gallery.",
                        epilog="example:\n  animeface evaluate characters/ --shots 10 --unknown 5 --json")
     p.set_defaults(run=cmd_evaluate)
     p.add_argument("root", metavar="ROOT", help="folder with one subfolder of pictures per character")
@@ -236,10 +237,24 @@ def _network_options(p) -> None:
                    help="face detector: faceboxes, the learned one (default; weights from ANIMEFACE_DETECTOR or the "
                         "download), or cascade, the LBP cascade (faster, misses more faces)")
     p.add_argument("--cascade", help="face cascade XML (default: ANIMEFACE_CASCADE or the downloaded one)")
+    p.add_argument("--refuse-strangers", type=_share, default=STRANGER_REFUSAL, metavar="SHARE",
+                   help="share of faces of characters nobody enrolled to call unknown, between 0 and 1 (default "
+                        f"{STRANGER_REFUSAL}); higher also calls more enrolled faces unknown")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no loading message")
 
 
 # -- shared steps ---------------------------------------------------------------------
+
+
+def _share(text: str) -> float:
+    """--refuse-strangers: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (such as 0.9), got {text!r}")
+    return value
 
 
 def gallery_path(args) -> Path:
@@ -263,7 +278,7 @@ def open_recognizer(args, create: bool = False):
     if not hasattr(args, "backbone"):  # list, forget: they never embed, so any backbone setting opens any gallery
         return Recognizer(path, backbone="imagenet", check_backbone=False, progress=False)
     return Recognizer(path, backbone=args.backbone, projection=args.projection, cascade=args.cascade,
-                      detector=args.detector, progress=_progress(args))
+                      detector=args.detector, stranger_refusal=args.refuse_strangers, progress=_progress(args))
 
 
 def load_embedder(rec, args) -> None:
@@ -620,7 +635,8 @@ def cmd_evaluate(args) -> int:
         with quiet.native_stderr_silenced():
             result = evaluate(args.root, shots=args.shots, unknown=args.unknown, repeats=args.repeats, seed=args.seed,
                               faces=args.faces, backbone=args.backbone, cascade=args.cascade,
-                              detector=args.detector, progress=_progress(args))
+                              detector=args.detector, stranger_refusal=args.refuse_strangers,
+                              progress=_progress(args))
     except ValueError as exc:
         raise UsageError(f"evaluate: {exc}") from None
     if args.plots:

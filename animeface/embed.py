@@ -31,11 +31,14 @@ CHANNELS = {"mixed0": 256, "mixed1": 288, "mixed2": 288, "mixed3": 768, "mixed4"
             "mixed6": 768, "mixed7": 768, "mixed8": 1280}
 INPUT_SIZES = (160, 192, 224, 256, 299)
 #: The shipped projection, in the package's embeddings/ folder.
-DEFAULT_PROJECTION = "anime-faces-v1"
+DEFAULT_PROJECTION = "anime-faces-v2"
 #: The largest projection file and card read (the largest recipe's square matrix is about 145 MB).
 MAX_PROJECTION_BYTES, MAX_CARD_BYTES = 256 << 20, 1 << 20
 #: The longest recipe text a projection file may hold.
 MAX_RECIPE_TEXT = 4096
+#: What a projection file holds, and the most faces its stranger bank may hold.
+PROJECTION_ARRAYS = ("mean", "matrix", "recipe", "strangers", "stranger_characters")
+MAX_STRANGERS = 20_000
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,18 @@ class Recipe:
 
 @dataclass
 class Projection:
-    """The trained part: x -> (x - mean) @ matrix, then L2-normalised."""
+    """The trained part: x -> (x - mean) @ matrix, then L2-normalised.
+
+    It carries a bank of strangers: projected faces of its training characters
+    (`strangers`, with a character number per row in `stranger_characters`), against which
+    a gallery calibrates how a face of a character nobody enrolled scores (thresholds.py).
+    """
 
     mean: np.ndarray
     matrix: np.ndarray
     recipe: Recipe
+    strangers: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    stranger_characters: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     card: dict = field(default_factory=dict)
     sha256: str = ""
 
@@ -103,8 +113,12 @@ class Projection:
 
         path = Path(path)
         Projection.check_free(path)
+        if len(self.strangers) < 2 or len(np.unique(self.stranger_characters)) < 2:
+            raise ValueError("a projection is saved with its stranger bank: faces of at least 2 characters")
         buffer = _npz_bytes(mean=self.mean.astype(np.float32), matrix=self.matrix.astype(np.float32),
-                            recipe=np.array(json.dumps(self.recipe.to_dict())))
+                            recipe=np.array(json.dumps(self.recipe.to_dict())),
+                            strangers=self.strangers.astype(np.float32),
+                            stranger_characters=self.stranger_characters.astype(np.int32))
         write_bytes(path.with_suffix(".npz"), buffer)
         card = {**card, "recipe": self.recipe.to_dict(), "sha256": hashlib.sha256(buffer).hexdigest()}
         write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=1, ensure_ascii=False) + "\n").encode())
@@ -136,8 +150,9 @@ class Projection:
             if card.get("sha256") != digest:
                 raise ValueError(f"sha256 {digest} does not match its card's {card.get('sha256')}")
             with zipfile.ZipFile(io.BytesIO(data)) as npz:
-                if sorted(npz.namelist()) != ["matrix.npy", "mean.npy", "recipe.npy"]:
-                    raise ValueError("the archive must hold exactly mean, matrix and recipe")
+                if sorted(npz.namelist()) != sorted(f"{name}.npy" for name in PROJECTION_ARRAYS):
+                    raise ValueError(f"the archive must hold exactly {', '.join(PROJECTION_ARRAYS)} (a projection "
+                                     "made by an earlier animeface has no stranger bank: train it again)")
 
                 def array(name: str, shape: tuple, dtype: str) -> np.ndarray:
                     with npz.open(f"{name}.npy") as fh:
@@ -149,9 +164,14 @@ class Projection:
                 recipe = Recipe.from_dict(json.loads(str(array("recipe", (), f"<U{MAX_RECIPE_TEXT}"))))
                 mean = array("mean", (recipe.dim,), "<f4")
                 matrix = array("matrix", (recipe.dim, None), "<f4")
-            if not 0 < matrix.shape[1] <= recipe.dim:
-                raise ValueError(f"matrix: {matrix.shape[1]} columns; its recipe allows 1 to {recipe.dim}")
-        return cls(mean, matrix, recipe, card, digest)
+                if not 0 < matrix.shape[1] <= recipe.dim:
+                    raise ValueError(f"matrix: {matrix.shape[1]} columns; its recipe allows 1 to {recipe.dim}")
+                strangers = array("strangers", (None, matrix.shape[1]), "<f4")
+                characters = array("stranger_characters", (len(strangers),), "<i4")
+            if not 2 <= len(strangers) <= MAX_STRANGERS or len(np.unique(characters)) < 2:
+                raise ValueError(f"strangers: {len(strangers)} faces of {len(np.unique(characters))} characters; "
+                                 f"a bank holds 2 to {MAX_STRANGERS} faces of at least 2 characters")
+        return cls(mean, matrix, recipe, strangers, characters, card, digest)
 
 
 def shipped_projection(name: str = DEFAULT_PROJECTION) -> Path:
@@ -225,6 +245,11 @@ class Embedder:
     @property
     def dim(self) -> int:
         return self.projection.matrix.shape[1] if self.projection else self.recipe.dim
+
+    @property
+    def strangers(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The projection's stranger bank, faces of its training characters and their numbers, if any."""
+        return (self.projection.strangers, self.projection.stranger_characters) if self.projection else None
 
     @property
     def pair_similarity(self) -> dict | None:

@@ -32,12 +32,12 @@ from .detect import Box
 from .errors import AnimefaceError, ImageError
 from .gallery import Gallery
 from .io import iter_image_files, load_image, read_file
-from .models import DEFAULT_DETECTOR
+from .models import DEFAULT_DETECTOR, STRANGER_REFUSAL
 from .recognizer import FACE_MODES, Recognizer
 
 BOOTSTRAP_RESAMPLES = 1000
 HEADLINES = ("top1", "top1_closed_set", "macro_f1", "auroc_unknown", "unknown_rejected", "false_accept",
-             "multilabel_precision", "multilabel_recall", "multilabel_f1")
+             "calibration_error", "multilabel_precision", "multilabel_recall", "multilabel_f1")
 
 
 @dataclass
@@ -100,7 +100,7 @@ def enroll_vectors(rec: Recognizer, name: str, pictures: list[Picture]) -> list[
     """Add what rec.enroll(name, those files) adds, from vectors already made: the largest
     face of each picture, skipping unreadable, faceless and repeated ones. The caller
     refits once after the last character (rec.enroll refits after each, which gives the
-    same thresholds, and the same head up to the optimiser's tolerance: its fit is convex).
+    same head and naming rule).
     Returns the pictures used."""
     used, seen = [], set()
     for pic in pictures:
@@ -126,12 +126,12 @@ def make_split(folders: dict[str, list[Path]], shots: int, unknown: int, rng) ->
 
 def evaluate(root, shots: int = 10, unknown: int = 0, repeats: int = 1, seed: int = 0, faces: str = "auto",
              backbone=None, cascade=None, detector: str = DEFAULT_DETECTOR, progress: bool = False,
-             bootstrap: int = BOOTSTRAP_RESAMPLES) -> dict:
+             bootstrap: int = BOOTSTRAP_RESAMPLES, stranger_refusal: float = STRANGER_REFUSAL) -> dict:
     """Enroll `shots` pictures per known character, identify the rest, over `repeats` random splits.
 
     Returns a JSON-ready dict: headline figures averaged over splits with 95%
-    bootstrap intervals, the thresholds calibrated against the best ones on this
-    data, per-character rows, and the pooled per-picture records under "records"
+    bootstrap intervals, the threshold against the best one on this data, the
+    reliability diagram's bins, per-character rows, and the pooled per-picture records under "records"
     (for plots; drop it before printing).
     """
     if faces not in FACE_MODES:
@@ -140,7 +140,7 @@ def evaluate(root, shots: int = 10, unknown: int = 0, repeats: int = 1, seed: in
     check_split(folders, shots, unknown, repeats)
     with tempfile.TemporaryDirectory() as tmp:
         rec = Recognizer(Path(tmp) / "unsaved", backbone=backbone, cascade=cascade, detector=detector,
-                         progress=progress)
+                         stranger_refusal=stranger_refusal, progress=progress)
         pictures = embed_pictures(rec, folders, faces)
         return score_splits(rec, folders, pictures, shots, unknown, repeats, seed, bootstrap,
                             {"root": str(root), "faces": faces})
@@ -182,61 +182,52 @@ def score_splits(rec: Recognizer, folders: dict[str, list[Path]], pictures: list
         test = [p for p in pictures if id(p) not in picked]
         found = _name_pictures(rec, test, known, names_of, split)
         records += found
-        t = rec.thresholds
         splits.append({"known": known, "strangers": sorted(set(folders) - set(known)),
                        "n_enrolled": len(rec.gallery), "n_test": len(test),
                        "n_test_copies_of_enrolled": sum(p.sha256 in enrolled for p in test),
-                       "thresholds": {"similarity": t.similarity, "probability": t.probability, "source": t.source},
-                       "best_thresholds": _best_thresholds(found)})
+                       "threshold": {"probability": rec.threshold, "stranger_refusal": rec.stranger_refusal,
+                                     "source": rec.calibration.source},
+                       "best_threshold": _best_threshold(found)})
     return _summarise(records, splits, list(folders), bootstrap, seed,
                       {**settings, "shots": shots, "unknown": unknown, "repeats": repeats, "seed": seed,
                        "backbone": rec.embedder.backbone_id})
 
 
 def _name_pictures(rec: Recognizer, test: list[Picture], known: list[str], names_of: dict, split: int) -> list[dict]:
-    """One record per test picture: truth, answer, and the scores behind the answer."""
-    thresholds = rec.thresholds
+    """One record per test picture: truth, answer, and the probability behind the answer."""
+    threshold = rec.threshold
     with_faces = [p for p in test if p.boxes]
     vectors = np.concatenate([p.vectors for p in with_faces]) if with_faces else None
     all_faces = rec.name_faces(vectors, [b for p in with_faces for b in p.boxes])
-    nearest = rec.similarity_by_label(vectors) if with_faces else []
     records, offset = [], 0
     for pic in test:
         truth = pic.character if pic.character in known else None
         rec_ = {"split": split, "path": str(pic.path), "character": pic.character, "truth": truth,
                 "truth_set": sorted(names_of[pic.sha256] & set(known)), "answer": None, "top": None,
-                "probability": 0.0, "similarity": -1.0, "margin": -np.inf, "pred_set": [], "n_faces": len(pic.boxes)}
+                "probability": 0.0, "margin": -np.inf, "pred_set": [], "n_faces": len(pic.boxes)}
         if pic.boxes:
             faces = all_faces[offset:offset + len(pic.boxes)]
-            near = nearest[offset + pic.largest]
             offset += len(pic.boxes)
             face = faces[pic.largest]
             top, p = face.candidates[0]
-            if rec.head is None:  # one character: similarity alone decides
-                p = 1.0
-            s = near.get(top, -1.0)
-            rec_.update(answer=face.label, top=top, probability=float(p), similarity=float(s),
-                        margin=float(min(p - thresholds.probability, s - thresholds.similarity)),
+            rec_.update(answer=face.label, top=top, probability=float(p), margin=float(p - threshold),
                         pred_set=sorted({f.label for f in faces if f.label}))
         records.append(rec_)
     return records
 
 
-def _best_thresholds(records: list[dict]) -> dict:
-    """The (similarity, probability) pair that would have maximised calibration's own
-    objective on these test pictures: share of right answers accepted minus share of
-    wrong answers and strangers accepted."""
+def _best_threshold(records: list[dict]) -> dict:
+    """The probability threshold that would have maximised the share of right answers accepted
+    minus the share of wrong answers and strangers accepted, on these test pictures."""
     p = np.array([r["probability"] for r in records])
-    s = np.array([r["similarity"] for r in records])
     right = np.array([r["truth"] is not None and r["top"] == r["truth"] for r in records])
     if not right.any() or right.all():
-        return {"similarity": None, "probability": None, "objective": None}
-    grid = np.linspace(0, 1, 51)
-    ps, ss = np.unique(np.r_[0.0, np.quantile(p, grid)]), np.unique(np.r_[-1.0, np.quantile(s, grid)])
-    accept = (p[None, None, :] >= ps[:, None, None]) & (s[None, None, :] >= ss[None, :, None])
-    objective = accept[:, :, right].mean(axis=2) - accept[:, :, ~right].mean(axis=2)
-    i, j = np.unravel_index(np.argmax(objective), objective.shape)
-    return {"similarity": float(ss[j]), "probability": float(ps[i]), "objective": float(objective[i, j])}
+        return {"probability": None, "objective": None}
+    grid = np.unique(np.r_[0.0, np.quantile(p, np.linspace(0, 1, 101))])
+    accept = p[None, :] >= grid[:, None]
+    objective = accept[:, right].mean(axis=1) - accept[:, ~right].mean(axis=1)
+    best = int(np.argmax(objective))
+    return {"probability": float(grid[best]), "objective": float(objective[best])}
 
 
 def _arrays(records: list[dict], known: list[str]) -> dict:
@@ -247,6 +238,8 @@ def _arrays(records: list[dict], known: list[str]) -> dict:
         "top_right": np.array([r["top"] is not None and r["top"] == r["truth"] for r in records]),
         "rejected": np.array([r["answer"] is None for r in records]),
         "margin": np.array([r["margin"] for r in records]),
+        "probability": np.array([r["probability"] for r in records]),
+        "has_face": np.array([r["top"] is not None for r in records]),
         "truth_code": metrics.encode([r["truth"] for r in records], known),
         "answer_code": metrics.encode([r["answer"] for r in records], known),
         "n_classes": len(known),
@@ -271,6 +264,8 @@ def _figures_from_arrays(a: dict, idx: np.ndarray) -> dict:
         "auroc_unknown": metrics.auroc(margin[known], margin[stranger]),
         "unknown_rejected": float(rejected[stranger].mean()) if stranger.any() else nan,
         "false_accept": float((~rejected[stranger]).mean()) if stranger.any() else nan,
+        "calibration_error": metrics.calibration_error(a["probability"][idx][a["has_face"][idx]],
+                                                       (a["top_right"][idx] & known)[a["has_face"][idx]]),
         "multilabel_precision": float(precision),
         "multilabel_recall": float(recall),
         "multilabel_f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
@@ -303,8 +298,10 @@ def _summarise(records: list[dict], splits: list[dict], names: list[str], bootst
         "n_no_face": sum(r["n_faces"] == 0 for r in records),
         "n_several_faces": sum(r["n_faces"] > 1 for r in records),
         "bootstrap_resamples": bootstrap,
-        "thresholds": _mean_thresholds([s["thresholds"] for s in splits]),
-        "best_thresholds": _mean_thresholds([s["best_thresholds"] for s in splits]),
+        "threshold": _mean_thresholds([s["threshold"] for s in splits]),
+        "best_threshold": _mean_thresholds([s["best_threshold"] for s in splits]),
+        "reliability": metrics.reliability([r["probability"] for r in records if r["top"] is not None],
+                                           [r["top"] == r["truth"] for r in records if r["top"] is not None]),
         "accuracy_coverage": _coverage_table(records),
         "per_class": _per_class(records, names),
         "splits": splits,
@@ -382,29 +379,31 @@ def format_report(result: dict) -> str:
         f = (lambda x: f"{100 * x:.1f}%") if pct else (lambda x: f"{x:.3f}")
         return f"{f(v)}  [{f(ci[0])}, {f(ci[1])}]" if ci else f(v)
 
-    t, b = result["thresholds"], result["best_thresholds"]
+    t, b = result["threshold"], result["best_threshold"]
     lines = [
         f"{result['root']}: {result['shots']} shots, {result['unknown']} stranger(s), {result['repeats']} split(s), "
         f"faces={result['faces']}, backbone {result['backbone']}",
         f"test pictures: {result['n_test']} ({result['n_test_known']} known, {result['n_test_strangers']} strangers; "
         f"{result['n_no_face']} without a face, {result['n_several_faces']} with several)",
         "figures with 95% bootstrap intervals:",
-        f"  top-1 accuracy (unknown = wrong)  {fig('top1')}",
+        f"  strangers falsely named           {fig('false_accept')}",
+        f"  strangers called unknown          {fig('unknown_rejected')}",
+        f"  known faces named right           {fig('top1')}",
+        f"  AUROC known vs stranger           {fig('auroc_unknown', False)}",
+        f"  calibration error of the score    {fig('calibration_error', False)}",
         f"  top guess right, ignoring unknown {fig('top1_closed_set')}",
         f"  macro-F1                          {fig('macro_f1', False)}",
-        f"  strangers rejected                {fig('unknown_rejected')}",
-        f"  strangers falsely named           {fig('false_accept')}",
-        f"  AUROC known vs stranger           {fig('auroc_unknown', False)}",
         f"  multi-label P / R / F1            {fig('multilabel_precision', False)} / "
         f"{fig('multilabel_recall', False)} / {fig('multilabel_f1', False)}",
-        f"thresholds calibrated: similarity {t['similarity']:.3f}, probability {t['probability']:.3f} ({t['source']})",
+        f"threshold: probability {t['probability']:.3f}, set to refuse {t['stranger_refusal']:.0%} of strangers "
+        f"({t['source']})",
     ]
-    if b.get("similarity") is not None:
-        lines.append(f"best on this data:     similarity {b['similarity']:.3f}, probability {b['probability']:.3f} "
+    if b.get("probability") is not None:
+        lines.append(f"best on this data: probability {b['probability']:.3f} "
                      f"(accepted right minus accepted wrong = {b['objective']:.3f})")
     lines.append("accuracy at coverage: " + ", ".join(
         f"{100 * row['coverage']:.0f}%{'*' if row.get('operating_point') else ''}: " + _pct(row["accuracy"])
-        for row in result["accuracy_coverage"]) + "   (* = the recognizer's own thresholds)")
+        for row in result["accuracy_coverage"]) + "   (* = the recognizer's own threshold)")
     lines.append(f"{'character':<24}{'n':>6}{'prec':>7}{'recall':>7}{'F1':>7}{'unknown':>8}  confused with")
     for name, row in result["per_class"].items():
         if row["n"]:

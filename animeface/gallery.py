@@ -35,7 +35,8 @@ from .errors import CharacterNameError, GalleryError
 from .io import max_pixels
 
 #: 2: vectors from the trained embedder; preprocessing records its recipe and projection.
-FORMAT_VERSION = 2
+#: 3: the embedder anime-faces-v2 and the decision rule calibrated against strangers ("calibration").
+FORMAT_VERSION = 3
 #: Every file a gallery folder may hold (index.faiss: written by earlier versions, no longer read).
 GALLERY_FILES = ("gallery.json", "vectors.npy", "head.npz", "index.faiss")
 HEAD_ARRAYS = ("coef", "intercept", "classes", "penalty")
@@ -374,12 +375,15 @@ def _check_description(d, path: Path) -> None:
             raise _Invalid(f"entries[{i}].{problem[0]}", problem[1])
     if labels != list(dict.fromkeys(e["label"] for e in entries)):
         raise _Invalid("labels", "must list each entry's label once, in order of first appearance")
-    thresholds = d.get("thresholds")
-    if thresholds is not None and not (
-            isinstance(thresholds, dict) and set(thresholds) == {"similarity", "probability", "source"}
-            and _is_number(thresholds["similarity"], -2.0, 2.0) and _is_number(thresholds["probability"], 0.0, 1.0)
-            and _is_text(thresholds["source"], 100)):
-        raise _Invalid("thresholds", "must be an object of similarity, probability (numbers in range) and source")
+    rule = d.get("calibration")
+    if rule is not None and not (
+            isinstance(rule, dict) and set(rule) == {"weights", "stranger_mean", "stranger_spread", "source"}
+            and isinstance(rule["weights"], list) and len(rule["weights"]) == 3
+            and all(_is_number(w, -100.0, 100.0) for w in rule["weights"])
+            and _is_number(rule["stranger_mean"], -100.0, 100.0) and _is_number(rule["stranger_spread"], 0.0, 100.0)
+            and _is_text(rule["source"], 100)):
+        raise _Invalid("calibration", "must be an object of weights (3 numbers), stranger_mean, stranger_spread "
+                                      "(numbers in range) and source")
 
 
 def face_problem(face: dict) -> tuple[str, str] | None:

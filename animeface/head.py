@@ -15,7 +15,7 @@ import numpy as np
 
 #: Ridge penalty, relative to the mean squared distance of a vector from the
 #: gallery mean (so it does not depend on the embedder's scale). Chosen on real
-#: weights with the trained projection (benchmarks/embedder.py): in its whitened
+#: weights with the trained projection (benchmarks/embedder.py, since replaced by open_set.py): in its whitened
 #: space a firm penalty keeps the head close to the class means, which carry over
 #: from a few shots; 0.05 overfit them (20 characters x 20 shots: 76% against 89%).
 DEFAULT_PENALTY = 1.0

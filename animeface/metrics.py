@@ -122,3 +122,24 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float], groups: Sequence[int]
                  level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
     """Percentile bootstrap interval of statistic(indices), resampling within groups."""
     return percentile_interval(bootstrap_samples(statistic, groups, resamples, seed), level)
+
+
+#: Bins of the reliability diagram and of the calibration error: equal widths over [0, 1].
+RELIABILITY_BINS = 10
+
+
+def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int = RELIABILITY_BINS) -> list[dict]:
+    """Per confidence bin with any answers: its range, how many, the mean confidence and the share right."""
+    conf, right = np.asarray(confidence, float), np.asarray(correct, bool)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    return [{"low": b / bins, "high": (b + 1) / bins, "n": int(np.sum(which == b)),
+             "confidence": float(conf[which == b].mean()), "accuracy": float(right[which == b].mean())}
+            for b in range(bins) if np.any(which == b)]
+
+
+def calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = RELIABILITY_BINS) -> float:
+    """Expected calibration error: the answers' share-weighted gap between mean confidence and
+    share right, over equal-width bins; NaN with no answers."""
+    rows = reliability(confidence, correct, bins)
+    total = sum(r["n"] for r in rows)
+    return float(sum(r["n"] * abs(r["confidence"] - r["accuracy"]) for r in rows) / total) if total else float("nan")

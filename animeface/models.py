@@ -23,6 +23,9 @@ from .errors import ModelError
 #: without loading OpenCV: the learned FaceBoxes network, and the LBP cascade.
 DETECTORS = ("faceboxes", "cascade")
 DEFAULT_DETECTOR = "faceboxes"
+#: The share of strangers a gallery refuses unless told otherwise (thresholds.py says how it was
+#: chosen), here for the same reason.
+STRANGER_REFUSAL = 0.95
 
 
 @dataclass(frozen=True)

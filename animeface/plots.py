@@ -11,7 +11,7 @@ from .errors import AnimefaceError
 
 
 def write_plots(result: dict, folder) -> list[Path]:
-    """Confusion matrix, known-vs-stranger ROC, score histograms and accuracy against coverage."""
+    """Confusion matrix, known-vs-stranger ROC, score histograms, reliability diagram and accuracy against coverage."""
     try:
         import matplotlib
 
@@ -25,7 +25,7 @@ def write_plots(result: dict, folder) -> list[Path]:
     title = f"{Path(result['root']).name}: {result['shots']} shots, {result['backbone']}"
     written = []
     for name, draw in (("confusion.png", _confusion), ("roc_unknown.png", _roc), ("scores.png", _scores),
-                       ("accuracy_coverage.png", _coverage)):
+                       ("reliability.png", _reliability), ("accuracy_coverage.png", _coverage)):
         fig = draw(plt, result, records, title)
         if fig is not None:
             fig.savefig(folder / name, dpi=110, bbox_inches="tight")
@@ -70,11 +70,11 @@ def _roc(plt, result, records, title):
         return None
     fpr, tpr = metrics.roc_curve(pos, neg)
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot(fpr, tpr, lw=2, label=f"acceptance margin, AUROC {metrics.auroc(pos, neg):.3f}")
+    ax.plot(fpr, tpr, lw=2, label=f"top name's probability, AUROC {metrics.auroc(pos, neg):.3f}")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
     op_fpr = np.mean(np.asarray(neg) >= 0)
     op_tpr = np.mean(np.asarray(pos) >= 0)
-    ax.plot([op_fpr], [op_tpr], "o", color="red", label="calibrated thresholds")
+    ax.plot([op_fpr], [op_tpr], "o", color="red", label="the threshold")
     ax.set_xlabel("strangers accepted (false-positive rate)")
     ax.set_ylabel("known characters accepted (true-positive rate)")
     ax.set_xlim(0, 1)
@@ -85,38 +85,50 @@ def _roc(plt, result, records, title):
 
 
 def _scores(plt, result, records, title):
-    """Top probability and top similarity for genuine (right top guess), impostor (wrong top
-    guess of a known character) and stranger faces, with the calibrated thresholds."""
+    """The top name's probability for genuine (right top guess), impostor (wrong top guess of a
+    known character) and stranger faces, with the threshold."""
     groups = {
         "genuine": [r for r in records if r["top"] is not None and r["truth"] is not None and r["top"] == r["truth"]],
         "impostor": [r for r in records if r["top"] is not None and r["truth"] is not None and r["top"] != r["truth"]],
         "stranger": [r for r in records if r["top"] is not None and r["truth"] is None],
     }
     colours = {"genuine": "tab:green", "impostor": "tab:orange", "stranger": "tab:red"}
-    t = result["thresholds"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((axes[0], "probability", "softmax probability of the top name"),
-                           (axes[1], "similarity", "cosine similarity to the top name's nearest face")):
-        values = np.array([r[key] for g in groups.values() for r in g])
-        if not len(values):
-            continue
-        lo, hi = np.percentile(values, [0.5, 99.5])
-        pad = max(hi - lo, 1e-3) * 0.05
-        bins = np.linspace(lo - pad, hi + pad, 40)
-        for name, group in groups.items():
-            if group:
-                ax.hist(np.clip([r[key] for r in group], bins[0], bins[-1]), bins=bins, density=True,
-                        histtype="stepfilled", alpha=0.35, color=colours[name], edgecolor=colours[name],
-                        label=f"{name} ({len(group)})")
-        if bins[0] <= t[key] <= bins[-1]:
-            ax.axvline(t[key], color="black", ls="--", lw=1, label=f"threshold {t[key]:.3f}")
-        else:
-            ax.plot([], [], " ", label=f"threshold {t[key]:.3f} (off the chart)")
-        ax.set_xlabel(label)
-        ax.set_ylabel("density")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Scores by kind of face\n{title}", fontsize=10)
-    fig.tight_layout()
+    threshold = result["threshold"]["probability"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    bins = np.linspace(0, 1, 41)
+    for name, group in groups.items():
+        if group:
+            ax.hist([r["probability"] for r in group], bins=bins, density=True, histtype="stepfilled", alpha=0.35,
+                    color=colours[name], edgecolor=colours[name], label=f"{name} ({len(group)})")
+    ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("probability that the top name is right")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Scores by kind of face\n{title}", fontsize=10)
+    return fig
+
+
+def _reliability(plt, result, records, title):
+    """Reliability diagram: per probability bin, the share of top names that were right."""
+    rows = result["reliability"]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    ax.bar([(r["low"] + r["high"]) / 2 for r in rows], [r["accuracy"] for r in rows], width=0.09, alpha=0.6,
+           color="tab:blue", edgecolor="tab:blue", label="share right (strangers count as wrong)")
+    ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], "o", color="black", ms=4,
+            label="mean probability of the bin")
+    for r in rows:
+        ax.text((r["low"] + r["high"]) / 2, min(r["accuracy"] + 0.02, 0.97), str(r["n"]), ha="center", fontsize=6)
+    ax.set_xlabel("probability that the top name is right")
+    ax.set_ylabel("share of top names that were right")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="upper left", fontsize=8)
+    ece = result.get("calibration_error")
+    ax.set_title(f"Reliability (expected calibration error {ece:.3f}; count per bin)\n{title}"
+                 if ece is not None else f"Reliability\n{title}", fontsize=10)
     return fig
 
 
@@ -128,7 +140,7 @@ def _coverage(plt, result, records, title):
     ax.plot(coverage, accuracy, lw=2, label="all test pictures (a stranger answered is wrong)")
     op = next(row for row in result["accuracy_coverage"] if row.get("operating_point"))
     if op["accuracy"] is not None:
-        ax.plot([op["coverage"]], [op["accuracy"]], "o", color="red", label="calibrated thresholds")
+        ax.plot([op["coverage"]], [op["accuracy"]], "o", color="red", label="the threshold")
     ax.set_xlabel("coverage (share of pictures given a name)")
     ax.set_ylabel("accuracy of the names given")
     ax.set_xlim(0, 1)

@@ -1,8 +1,8 @@
 """Name faces: detect -> crop -> embed -> gallery + softmax head -> a name, or unknown.
 
-The rule: a face gets the head's top name only when both the softmax probability
-of that name and the cosine similarity to that character's mean enrolled
-vector clear their thresholds (see thresholds.py for how they are calibrated).
+The rule: a face gets its most probable name only when that name's probability of
+being right clears the threshold that refuses the chosen share of strangers
+(stranger_refusal); thresholds.py says how the probabilities are calibrated.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .errors import BackboneMismatchError, GalleryError, ImageError
 from .gallery import Gallery, box_problem, locked, validate_name
 from .head import SoftmaxHead
 from .io import ImageLike, available_cores, describe, iter_image_files, load_image, pipelined, read_file
-from .thresholds import Thresholds, calibrate
+from .thresholds import STRANGER_REFUSAL, Calibration, Normaliser, calibrate, check_refusal
 
 if TYPE_CHECKING:
     from .cluster import Clusters
@@ -110,8 +110,7 @@ class Recognizer:
     """
 
     def __init__(self, path: os.PathLike | None = None, *, backbone=None, cascade=None,
-                 projection="default", similarity_threshold: float | None = None,
-                 probability_threshold: float | None = None, margin: float = DEFAULT_MARGIN,
+                 projection="default", stranger_refusal: float = STRANGER_REFUSAL, margin: float = DEFAULT_MARGIN,
                  detector: str | Detector = DEFAULT_DETECTOR, progress: bool | None = None,
                  check_backbone: bool = True):
         self.path = Path(path) if path is not None else default_gallery_path()
@@ -122,17 +121,18 @@ class Recognizer:
             raise ValueError(f"detector must be a Detector or one of {', '.join(DETECTORS)}, got {detector!r}")
         self._detector = detector
         self._local = threading.local()
-        self._user_thresholds = (similarity_threshold, probability_threshold)
+        self.stranger_refusal = check_refusal(stranger_refusal)
         self.head: SoftmaxHead | None = None
         self.embedder = Embedder(backbone, projection=projection)
         self._check_backbone = check_backbone
         self.gallery = Gallery(self.embedder.backbone_id, self.embedder.dim, self.embedder.description)
-        self._thresholds = None
+        self._calibration: Calibration | None = None
+        self._normaliser: Normaliser | None = None
         if Gallery.exists(self.path):
             with locked(self.path):  # never read half of a save in progress
                 loaded = Gallery.load(self.path)
             self._take(*loaded)
-        if self._thresholds is None:
+        if self._calibration is None:
             self._refit()
 
     @classmethod
@@ -150,12 +150,14 @@ class Recognizer:
         return self.gallery.characters
 
     @property
-    def thresholds(self) -> Thresholds:
-        sim, prob = self._user_thresholds
-        if sim is None and prob is None:
-            return self._thresholds
-        return Thresholds(self._thresholds.similarity if sim is None else float(sim),
-                          self._thresholds.probability if prob is None else float(prob), "user")
+    def calibration(self) -> Calibration:
+        """The gallery's decision rule, fitted on its own faces and the embedder's stranger bank."""
+        return self._calibration
+
+    @property
+    def threshold(self) -> float:
+        """The probability a name must reach to be given: refuses `stranger_refusal` of strangers."""
+        return self._calibration.threshold(self.stranger_refusal)
 
     @property
     def detector(self) -> Detector:
@@ -394,21 +396,21 @@ class Recognizer:
         with locked(self.path):
             self._catch_up()
             self.gallery.save(self.path, self.head.to_arrays() if self.head else None,
-                              {"thresholds": asdict(self._thresholds)})
+                              {"calibration": {**asdict(self._calibration), "weights": list(self._calibration.weights)}})
         return self.path
 
     @contextmanager
     def saving(self):
         """Change the gallery in the with block, then save it. When the change or the save fails, the
         gallery in memory is put back as it was, so that it stays what is saved (a server keeps it)."""
-        gallery, head, thresholds = copy.copy(self.gallery), self.head, self._thresholds
+        gallery, head, calibration = copy.copy(self.gallery), self.head, self._calibration
         gallery.entries = list(gallery.entries)  # arrays are replaced on change, never written into
         gallery.changes = list(gallery.changes)  # a failed change is not replayed by a later save
         try:
             yield
             self.save()
         except BaseException:
-            self.gallery, self.head, self._thresholds = gallery, head, thresholds
+            self.gallery, self.head, self._calibration, self._normaliser = gallery, head, calibration, None
             raise
 
     # -- stages, for pipelines that run them apart (sort) ------------------------
@@ -448,27 +450,28 @@ class Recognizer:
             return []
         if not len(self.gallery):
             return [Face(b, None, 1.0, [], "the gallery is empty") for b in boxes]
-        thresholds = self.thresholds
-        out = list(zip(boxes, self.similarity_by_label(vectors)))
-        if self.head is None:  # one character: similarity alone
-            name = self.gallery.labels[0]
-            return [_decide(box, [(name, max(0.0, nearest.get(name, 0.0)))], 1.0, nearest.get(name, -1.0), thresholds)
-                    for box, nearest in out]
-        probs = self.head.predict_proba(vectors)
+        names = list(self.gallery.characters)
+        probabilities = self._calibration.probabilities(*self.scores(vectors))
+        threshold = self.threshold
         faces = []
-        for (box, nearest), p in zip(out, probs):
+        for box, p in zip(boxes, probabilities):
             order = np.argsort(-p)[:TOP_CANDIDATES]
-            candidates = [(self.head.classes[i], float(p[i])) for i in order]
-            faces.append(_decide(box, candidates, candidates[0][1], nearest.get(candidates[0][0], -1.0), thresholds))
+            faces.append(_decide(box, [(names[i], float(p[i])) for i in order], threshold, self.stranger_refusal))
         return faces
 
-    def similarity_by_label(self, vectors: np.ndarray) -> list[dict[str, float]]:
-        """Per face, the cosine similarity to the mean vector of each of the NEIGHBOURS most
-        similar characters (FAISS); characters not among them are absent."""
+    def scores(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, characters) normalised similarities (-inf: not among the NEIGHBOURS nearest
+        characters, found by FAISS) and the head's log-probabilities, in `characters` order."""
         sims, rows = self.gallery.search(vectors, NEIGHBOURS)
-        names = list(self.gallery.characters)
-        return [{names[r]: float(s) for s, r in zip(sim_row, row_ids) if r >= 0}
-                for sim_row, row_ids in zip(sims, rows)]
+        similarities = np.full((len(vectors), len(self.gallery.characters)), -np.inf, np.float32)
+        for out, sim_row, row_ids in zip(similarities, sims, rows):
+            out[row_ids[row_ids >= 0]] = sim_row[row_ids >= 0]
+        if self._normaliser is None:
+            names = {name: i for i, name in enumerate(self.gallery.characters)}
+            self._normaliser = Normaliser(self.gallery.vectors, np.array([names[x] for x in self.gallery.labels]),
+                                          len(names), self.embedder.strangers)
+        probs = self.head.predict_proba(vectors) if self.head else np.ones((len(vectors), 1), np.float32)
+        return self._normaliser(similarities, vectors), np.log(np.maximum(probs, 1e-6))
 
     # -- internals ---------------------------------------------------------------
 
@@ -488,9 +491,10 @@ class Recognizer:
                                f"embedder makes {self.embedder.dim}-dimensional vectors")
         self.gallery = gallery
         self.head = SoftmaxHead.from_arrays(head_arrays) if head_arrays else None
-        stored = description.get("thresholds")
-        self._thresholds = Thresholds(**stored) if stored else None
-        if self._thresholds is None:
+        stored = description.get("calibration")
+        self._calibration = Calibration(**{**stored, "weights": tuple(stored["weights"])}) if stored else None
+        self._normaliser = None
+        if self._calibration is None:
             self._refit()
 
     def _catch_up(self) -> None:
@@ -511,7 +515,8 @@ class Recognizer:
         labels = self.gallery.labels
         n_classes = len(set(labels))
         self.head = SoftmaxHead().fit(self.gallery.vectors, labels) if n_classes >= 2 else None
-        self._thresholds = calibrate(self.gallery.vectors, labels, self.head)
+        self._calibration = calibrate(self.gallery.vectors, labels, self.head, self.embedder.strangers)
+        self._normaliser = None
 
     def _progress(self, items, desc, total=None):
         from tqdm import tqdm
@@ -519,18 +524,14 @@ class Recognizer:
         return tqdm(items, desc=desc, total=total, unit="img", disable=not self.progress)
 
 
-def _decide(box: Box, candidates: list[tuple[str, float]], probability: float, similarity: float,
-            thresholds: Thresholds) -> Face:
-    """The top candidate's name if its probability and its similarity both clear their thresholds;
-    else unknown, saying which threshold refused it."""
-    top, top_score = candidates[0]
-    if probability < thresholds.probability:
-        reason = f"probability {probability:.3f} is below the threshold {thresholds.probability:.3f}"
-    elif similarity < thresholds.similarity:
-        reason = f"similarity {similarity:.3f} is below the threshold {thresholds.similarity:.3f}"
-    else:
-        return Face(box, top, top_score, candidates)
-    return Face(box, None, 1.0 - top_score, candidates, reason)
+def _decide(box: Box, candidates: list[tuple[str, float]], threshold: float, refusal: float) -> Face:
+    """The top candidate's name if its probability clears the threshold; else unknown, saying why."""
+    top, probability = candidates[0]
+    if probability >= threshold:
+        return Face(box, top, probability, candidates)
+    return Face(box, None, 1.0 - probability, candidates,
+                f"probability {probability:.3f} that it is {top} is below the threshold {threshold:.3f}, "
+                f"set to refuse {refusal:.0%} of strangers")
 
 
 def _looks_like_a_crop(w: int, h: int) -> bool:

@@ -1,4 +1,20 @@
-"""Thresholds for naming a face or calling it unknown, calibrated from the gallery itself."""
+"""Name a face or call it unknown: the probability that its best name is right, calibrated
+against faces of characters nobody enrolled.
+
+A face's cosine similarity to each enrolled character's mean is first normalised
+against strangers (adaptive score normalisation, as in speaker and face verification):
+by how the character's mean resembles its COHORT most similar faces of the
+projection's stranger bank, and how the face itself resembles its own. A softmax over
+those scores (with the head's log-probabilities) and one "none of them" option gives
+each name its probability, so a stranger is never forced onto the enrolled names.
+Its three weights are fitted per gallery, by maximum likelihood, on its own faces
+held out one at a time (known faces), on each character in turn held out of the
+gallery (a stranger) and on the bank (strangers).
+
+The decision refuses a chosen share of strangers (`stranger_refusal`, the one knob):
+a name is kept when its probability clears that quantile of the probabilities
+strangers got in calibration (a normal fit to their log-odds).
+"""
 
 from __future__ import annotations
 
@@ -8,116 +24,224 @@ from statistics import NormalDist
 import numpy as np
 
 from .head import LEAVE_ONE_OUT_ROWS, SoftmaxHead
+from .models import STRANGER_REFUSAL
 
-#: Similarity threshold used until the gallery holds enough faces to calibrate its own.
-#: With the shipped embedder, two pictures of one character have a cosine above 0.05
-#: nine times in ten, and half of all pairs of different characters fall below 0.
-FALLBACK_SIMILARITY = 0.0
-#: With one character there is no softmax: accept this share of its own faces
-#: (leave-one-out) and call anything less similar unknown.
-SINGLE_CHARACTER_ACCEPT = 0.9
-#: What accepting a stranger costs, against what naming a known face right gains.
-STRANGER_COST = 0.5
-#: The thresholds refuse at most this share of right-named faces (held out). It sets the
-#: trade-off between calling known faces unknown and naming strangers. Measured on real
-#: weights (benchmarks/embedder.py; 20 characters x 20 shots / 15 enrolled + 5 strangers):
-#: 0.05 left 7.9% of known faces unknown and flagged 58% of strangers; 0.065, 10.0% and 68%;
-#: 0.08, 12.0% and 70%. A wrong name files a picture under the wrong character, an unknown
-#: one only leaves it for the user, so the knee at 0.065 is kept.
-MAX_RIGHT_REJECTED = 0.065
-#: Candidate thresholds per score, between refusing none and MAX_RIGHT_REJECTED of the right-named faces.
-GRID_STEPS = 21
+#: Bank faces each side of a score is normalised by: the most similar ones.
+COHORT = 100
+#: Calibration weighs strangers as this share of all faces: the prior of "none of them".
+STRANGER_SHARE = 0.5
+#: (similarity, head log-probability, none) weights of a gallery that cannot fit its own (every
+#: character enrolled from one picture, or nothing to call a stranger): the median of galleries
+#: of 6 characters x 5 shots on the shipped embedder (benchmarks/open_set.py).
+DEFAULT_WEIGHTS = (1.4, 0.0, 2.3)
+#: With nothing to call a stranger (one character, no stranger bank): keep this share of its own faces.
+FALLBACK_KEEP = 0.9
+#: With nothing at all to calibrate against (one face, no stranger bank): log-odds every name clears.
+NAME_EVERY_FACE = -50.0
+#: Weights are fitted inside these bounds: a score that falls as similarity rises would be absurd.
+WEIGHT_BOUNDS = ((0.0, 20.0), (0.0, 5.0), (-30.0, 30.0))
 
 
 @dataclass
-class Thresholds:
-    similarity: float
-    probability: float
-    source: str  # "calibrated", "fallback" or "user"
+class Calibration:
+    """A gallery's decision rule: the softmax's weights, and the log-odds strangers' best names got."""
+
+    weights: tuple[float, float, float]
+    stranger_mean: float
+    stranger_spread: float
+    source: str  # "calibrated" or "fallback"
+
+    def threshold(self, refusal: float = STRANGER_REFUSAL) -> float:
+        """The probability a name needs to refuse this share of strangers."""
+        check_refusal(refusal)
+        return float(_sigmoid(self.stranger_mean + self.stranger_spread * NormalDist().inv_cdf(refusal)))
+
+    def probabilities(self, scores: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
+        """(n, K) probability that each enrolled name is right; what is left of each row's 1 is
+        "none of them". scores: normalised similarities (-inf: not compared); log_probs: the head's."""
+        a, b, none = self.weights
+        logits = np.where(np.isfinite(scores), a * np.where(np.isfinite(scores), scores, 0.0) + b * log_probs, -np.inf)
+        top = np.maximum(logits.max(axis=1, initial=-np.inf), none)[:, None]
+        weights = np.exp(logits - top)
+        return weights / (weights.sum(axis=1, keepdims=True) + np.exp(none - top))
 
 
-def calibrate(vectors: np.ndarray, labels: list[str], head: SoftmaxHead | None = None) -> Thresholds:
-    """Pick the similarity and probability thresholds from the gallery itself.
+def check_refusal(refusal: float) -> float:
+    """The share of strangers to refuse, which must lie strictly between 0 and 1 (ValueError)."""
+    if not isinstance(refusal, (int, float)) or not 0.0 < refusal < 1.0:
+        raise ValueError(f"stranger_refusal must be a number between 0 and 1, got {refusal!r}")
+    return float(refusal)
 
-    Leave-one-out: each held-out face is compared with its own character's mean without
-    it, and scored once as a known face (a gain when
-    the head names it right, a loss when it names it wrong) and once as a stranger,
-    with its own character's softmax column removed and the rest renormalised,
-    which is what the softmax would say had that character never been enrolled
-    (a loss when accepted); _best_pair weighs them.
-    The ridge head gives exact leave-one-out probabilities from its fit: pass the
-    head just fitted on these vectors to reuse them, else one is fitted here.
+
+class Normaliser:
+    """Similarities to the enrolled characters' means, normalised against the stranger bank.
+
+    A bank character who looks like an enrolled one (a user may enroll a character the
+    embedder was trained on) is no stranger to this gallery: its faces are left out.
+    """
+
+    def __init__(self, vectors: np.ndarray, y: np.ndarray, n_classes: int, bank: tuple | None):
+        self.means = class_means(vectors, y, n_classes)
+        self.strangers = None
+        #: The bank's characters left out, as enrolled here.
+        self.left_out = np.zeros(0, np.int32)
+        if bank is not None:
+            faces, characters = bank
+            self.left_out = _enrolled_in_bank(vectors, y, self.means, faces, characters)
+            faces = faces[~np.isin(characters, self.left_out)]
+            if len(faces) >= 2:
+                self.strangers = faces
+                self.class_mean, self.class_spread = _cohort(faces @ self.means.T, axis=0)
+
+    def __call__(self, similarities: np.ndarray, faces: np.ndarray, bank_rows: np.ndarray | None = None) -> np.ndarray:
+        """Normalised scores of `faces` (n, dim) from their similarities (n, K) to the means; the
+        raw similarities when there is no bank. bank_rows: for faces of the bank itself, their
+        rows, left out of their own cohort."""
+        if self.strangers is None:
+            return similarities
+        to_bank = faces @ self.strangers.T
+        if bank_rows is not None:
+            to_bank[np.arange(len(faces)), bank_rows] = -np.inf
+        face_mean, face_spread = _cohort(to_bank, axis=1)
+        return 0.5 * ((similarities - self.class_mean) / self.class_spread
+                      + (similarities - face_mean[:, None]) / face_spread[:, None])
+
+
+def _enrolled_in_bank(vectors, y, means, faces, characters) -> np.ndarray:
+    """The bank characters who look like an enrolled character: their faces' mean similarity to
+    its mean is nearer to its own faces' than to a typical bank character's."""
+    own = np.bincount(y, weights=(vectors * means[y]).sum(axis=1), minlength=len(means)) / np.bincount(y, minlength=len(means))
+    ids, index = np.unique(characters, return_inverse=True)
+    per_character = np.zeros((len(ids), len(means)))
+    np.add.at(per_character, index, faces @ means.T)
+    per_character /= np.bincount(index)[:, None]
+    midpoint = (own + np.median(per_character, axis=0)) / 2
+    return ids[(per_character > midpoint).any(axis=1)]
+
+
+def _cohort(similarities: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of the COHORT largest similarities along axis."""
+    k = min(COHORT, similarities.shape[axis] - 1)  # a bank face's own row is left out of its cohort
+    top = -np.partition(-similarities, k - 1, axis=axis)
+    top = top[:k] if axis == 0 else top[:, :k]
+    return top.mean(axis=axis), np.maximum(top.std(axis=axis), 1e-6)
+
+
+def calibrate(vectors: np.ndarray, labels: list[str], head: SoftmaxHead | None,
+              bank: tuple[np.ndarray, np.ndarray] | None) -> Calibration:
+    """Fit a gallery's decision rule on its own faces and the stranger bank (see the module's text).
+
+    The head must be the one just fitted on these vectors: its exact leave-one-out probabilities
+    stand for faces the gallery has not seen. bank: the embedder's stranger bank (faces and
+    their characters' numbers), or None.
     """
     vectors = np.asarray(vectors, np.float32)
+    if not len(vectors):
+        return Calibration(DEFAULT_WEIGHTS, 0.0, 0.0, "fallback")
     classes = list(dict.fromkeys(labels))
-    index = {name: c for c, name in enumerate(classes)}
-    y = np.array([index[label] for label in labels], dtype=np.int64)
+    y = np.array([classes.index(label) for label in labels], dtype=np.int64)
     counts = np.bincount(y, minlength=len(classes))
-    if counts.max(initial=0) < 2:
-        return Thresholds(FALLBACK_SIMILARITY, 0.0, "fallback")
-    if len(classes) == 1:
-        genuine = _similarity_per_class(vectors, y, np.arange(min(len(y), LEAVE_ONE_OUT_ROWS)), 1)[:, 0]
-        return Thresholds(float(np.quantile(genuine, 1.0 - SINGLE_CHARACTER_ACCEPT)), 0.0, "calibrated")
-    if head is None or head.held_out is None:
-        head = SoftmaxHead().fit(vectors, labels)
-    rows, probs = head.held_out
-    truth = y[rows]
-    keep = counts[truth] >= 2  # a face alone in its character has nothing to be near
-    rows, probs, truth = rows[keep], probs[keep], truth[keep]
-    near = _similarity_per_class(vectors, y, rows, len(classes))
+    normalise = Normaliser(vectors, y, len(classes), bank)
+    means = normalise.means
+    if head is not None:
+        rows, probs = head.held_out
+    else:
+        rows = np.arange(min(len(y), LEAVE_ONE_OUT_ROWS))
+        probs = np.ones((len(rows), 1), np.float32)
     picked = np.arange(len(rows))
-    predicted = probs.argmax(axis=1)
-    known = np.stack([probs[picked, predicted], near[picked, predicted]], axis=1)
-    right = predicted == truth
-    stranger_probs = probs.copy()
-    stranger_probs[picked, truth] = 0.0
-    other = stranger_probs.argmax(axis=1)
-    stranger = np.stack([stranger_probs[picked, other] / np.maximum(stranger_probs.sum(axis=1), 1e-12),
-                         near[picked, other]], axis=1)
-    return _best_pair(known[right], known[~right], stranger)
+    scores = normalise(_similarity_per_class(vectors, y, rows, len(classes)), vectors[rows])
+    log_probs = np.log(np.maximum(probs, 1e-6))
+    known = counts[y[rows]] >= 2  # a face alone in its character has nothing to be near
+    groups = [(scores[known], log_probs[known], y[rows][known])]
+    if len(classes) >= 2:  # each face as a stranger: its own character never enrolled
+        left_out = scores.copy()
+        left_out[picked, y[rows]] = -np.inf
+        others = probs.copy()
+        others[picked, y[rows]] = 0.0
+        others /= np.maximum(others.sum(axis=1, keepdims=True), 1e-12)
+        groups.append((left_out, np.log(np.maximum(others, 1e-6)), np.full(len(rows), -1)))
+    if normalise.strangers is not None:
+        bank = normalise.strangers
+        bank_probs = head.predict_proba(bank) if head is not None else np.ones((len(bank), 1), np.float32)
+        groups.append((normalise(bank @ means.T, bank, np.arange(len(bank))), np.log(np.maximum(bank_probs, 1e-6)),
+                       np.full(len(bank), -1)))
+    fitted = bool(known.any()) and len(groups) > 1
+    rule = Calibration(_fit_weights(groups) if fitted else DEFAULT_WEIGHTS, 0.0, 0.0,
+                       "calibrated" if fitted else "fallback")
+    if len(groups) > 1:  # strangers set the threshold: characters held out of this gallery, else the bank
+        odds = _log_odds(rule.probabilities(*groups[1][:2]).max(axis=1))
+        rule.stranger_mean, rule.stranger_spread = float(odds.mean()), float(odds.std())
+    elif known.any():  # one character and no bank: keep FALLBACK_KEEP of its own faces
+        odds = _log_odds(rule.probabilities(*groups[0][:2]).max(axis=1))
+        rule.stranger_mean = float(np.quantile(odds, 1.0 - FALLBACK_KEEP))
+    else:  # one face and no bank: nothing to tell a stranger by, so the nearest name is given
+        rule.stranger_mean = NAME_EVERY_FACE
+    return rule
+
+
+def _fit_weights(groups) -> tuple[float, float, float]:
+    """Maximum-likelihood (similarity, log-probability, none) weights. groups: (scores, log_probs,
+    target) with target -1 for "none of them"; the known faces (first group) weigh as much as all
+    strangers together (STRANGER_SHARE), the stranger groups share their weight equally."""
+    from scipy.optimize import minimize
+
+    scores = np.concatenate([g[0] for g in groups]).astype(np.float64)
+    log_probs = np.concatenate([g[1] for g in groups]).astype(np.float64)
+    target = np.concatenate([g[2] for g in groups])
+    known_share = 1.0 - STRANGER_SHARE
+    shares = [known_share] + [STRANGER_SHARE / (len(groups) - 1)] * (len(groups) - 1)
+    weight = np.concatenate([np.full(len(g[2]), share / max(len(g[2]), 1)) for g, share in zip(groups, shares)])
+    compared = np.isfinite(scores)
+    scores = np.where(compared, scores, 0.0)
+    rows = np.arange(len(target))
+    named = target >= 0
+
+    def loss(theta):
+        a, b, none = theta
+        logits = np.where(compared, a * scores + b * log_probs, -np.inf)
+        top = np.maximum(logits.max(axis=1), none)
+        e = np.exp(logits - top[:, None])
+        e_none = np.exp(none - top)
+        total = e.sum(axis=1) + e_none
+        p, p_none = e / total[:, None], e_none / total
+        picked = np.where(named, logits[rows, np.maximum(target, 0)], none)
+        nll = np.log(total) + top - picked
+        grad = np.array([
+            (p * scores).sum(axis=1) - np.where(named, scores[rows, np.maximum(target, 0)], 0.0),
+            (p * log_probs).sum(axis=1) - np.where(named, log_probs[rows, np.maximum(target, 0)], 0.0),
+            p_none - (~named)])
+        return float(weight @ nll), grad @ weight
+
+    result = minimize(loss, np.array(DEFAULT_WEIGHTS), jac=True, method="L-BFGS-B", bounds=WEIGHT_BOUNDS)
+    return tuple(float(w) for w in result.x)
+
+
+def class_means(vectors: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Each class's mean vector, unit length."""
+    sums = np.zeros((n_classes, vectors.shape[1]), np.float64)
+    np.add.at(sums, y, vectors)
+    return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def _similarity_per_class(vectors: np.ndarray, y: np.ndarray, rows: np.ndarray, n_classes: int) -> np.ndarray:
     """(len(rows), n_classes) cosine similarity of each row's vector to each class's mean
-    vector, its own class's mean taken without it (-1 where that leaves nothing)."""
+    vector, its own class's mean taken without it (-inf where that leaves nothing)."""
     sums = np.zeros((n_classes, vectors.shape[1]), np.float64)
     np.add.at(sums, y, vectors)
     x = vectors[rows].astype(np.float64)
-    dots = x @ sums.T
-    norms = np.linalg.norm(sums, axis=1)
-    out = dots / np.maximum(norms, 1e-12)
+    out = x @ sums.T / np.maximum(np.linalg.norm(sums, axis=1), 1e-12)
     own = y[rows]
     picked = np.arange(len(rows))
     rest = sums[own] - x  # the own class's sum without this row
     rest_norm = np.linalg.norm(rest, axis=1)
-    out[picked, own] = np.where(rest_norm > 1e-9, (x * rest).sum(axis=1) / np.maximum(rest_norm, 1e-12), -1.0)
+    out[picked, own] = np.where(rest_norm > 1e-9, (x * rest).sum(axis=1) / np.maximum(rest_norm, 1e-12), -np.inf)
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
-def _best_pair(right: np.ndarray, wrong: np.ndarray, stranger: np.ndarray) -> Thresholds:
-    """Thresholds from held-out (probability, similarity) rows of right-named, wrong-named
-    and stranger faces.
+def _log_odds(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))
 
-    Of the pairs that refuse at most MAX_RIGHT_REJECTED of the right-named faces, the one
-    that maximises right-named minus wrong-named minus STRANGER_COST times accepted
-    strangers. Both scores count: the softmax tells enrolled characters apart, the
-    similarity to a character's mean tells a face of it from one of a stranger.
-    A small gallery's lowest similarities are a few extreme values, so the similarity's
-    quantiles come from a normal fit (mean and spread), not from its smallest values.
-    """
-    if not len(right):
-        return Thresholds(FALLBACK_SIMILARITY, 0.0, "fallback")
-    shares = np.linspace(0.0, MAX_RIGHT_REJECTED, GRID_STEPS)
-    probabilities = np.concatenate([[0.0], np.quantile(right[:, 0], shares[1:])])
-    mean, spread = float(right[:, 1].mean()), float(right[:, 1].std())
-    similarities = np.array([-1.0] + [mean + spread * NormalDist().inv_cdf(q) for q in shares[1:]])
 
-    def accepted(rows):  # (probabilities, similarities): how many rows clear both
-        return ((rows[:, 0][:, None, None] >= probabilities[None, :, None])
-                & (rows[:, 1][:, None, None] >= similarities[None, None, :])).sum(axis=0)
-
-    gain = accepted(right) - accepted(wrong) - STRANGER_COST * accepted(stranger)
-    refused = np.mean(right[:, 0][:, None] < probabilities[None, :], axis=0)[:, None] + shares[None, :]
-    gain = np.where(refused <= MAX_RIGHT_REJECTED + 1e-9, gain, -np.inf)
-    p, s = np.unravel_index(np.argmax(gain), gain.shape)
-    return Thresholds(similarity=float(similarities[s]), probability=float(probabilities[p]), source="calibrated")
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + np.exp(-x))

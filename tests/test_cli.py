@@ -203,10 +203,12 @@ def test_an_unknown_face_shows_its_best_guess_and_the_threshold_that_refused_it(
     from animeface.cli import face_text
 
     rec = Recognizer(gallery_copy, backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False,
-                     similarity_threshold=0.999)
-    (face,) = rec.identify(crops("gura", 30, 1)[0], faces="whole")
+                     stranger_refusal=0.999999)
+    faces = [f for (f,) in rec.identify_batch(crops("fauna", 0, 10), faces="whole") if f.label is None]
+    face = faces[0]
     name, probability = face.candidates[0]
-    assert face.label is None and face.reason.startswith("similarity ") and "below the threshold 0.999" in face.reason
+    assert face.reason == (f"probability {probability:.3f} that it is {name} is below the threshold "
+                           f"{rec.threshold:.3f}, set to refuse 100% of strangers")
     assert face_text(face) == \
         f"unknown whole picture, taken as a face crop (best guess {name} {probability:.2f}, {face.reason})"
     assert face.to_dict()["reason"] == face.reason

@@ -95,7 +95,7 @@ def test_default_backbone_is_imagenet_never_random(monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     emb = Embedder()
-    assert emb.projection is not None and emb.projection.name == "anime-faces-v1"
+    assert emb.projection is not None and emb.projection.name == "anime-faces-v2"
     with pytest.raises(animeface.ModelError) as err:
         emb.embed(face_batch(1))
     assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(err.value)
@@ -120,9 +120,11 @@ def test_the_shipped_projection_has_a_card_that_matches_it():
 def test_a_tampered_or_pickled_projection_is_refused(tmp_path):
     rng = np.random.default_rng(0)
     recipe = Recipe(layers=("mixed5",), colour_weight=0)
-    good = Projection(np.zeros(768, np.float32), rng.normal(size=(768, 16)).astype(np.float32), recipe)
+    good = Projection(np.zeros(768, np.float32), rng.normal(size=(768, 16)).astype(np.float32), recipe,
+                      rng.normal(size=(4, 16)).astype(np.float32), np.array([0, 0, 1, 1], np.int32))
     path = good.save(tmp_path / "p", {"name": "p", "backbone_id": "random-init:0"})
-    assert np.allclose(Projection.load(path).matrix, good.matrix)
+    loaded = Projection.load(path)
+    assert np.allclose(loaded.matrix, good.matrix) and np.allclose(loaded.strangers, good.strangers)
     data = bytearray(path.read_bytes())
     data[-40] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -140,11 +142,20 @@ def test_a_tampered_or_pickled_projection_is_refused(tmp_path):
     path.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(animeface.ModelError, match="not a usable embedder projection"):
         Projection.load(path)
+    # a projection the previous release made: no stranger bank
+    buffer = io.BytesIO()
+    np.savez(buffer, mean=np.zeros(768, np.float32), matrix=good.matrix, recipe=np.array(json.dumps(recipe.to_dict())))
+    path.write_bytes(buffer.getvalue())
+    card["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(animeface.ModelError, match="no stranger bank: train it again"):
+        Projection.load(path)
 
 
 def test_a_projection_for_other_weights_is_refused(tmp_path):
     recipe = Recipe(layers=("mixed5",), colour_weight=0)
-    path = Projection(np.zeros(768, np.float32), np.eye(768, 8, dtype=np.float32), recipe).save(
+    path = Projection(np.zeros(768, np.float32), np.eye(768, 8, dtype=np.float32), recipe,
+                      np.eye(2, 8, dtype=np.float32), np.array([0, 1], np.int32)).save(
         tmp_path / "p", {"name": "p", "backbone_id": "inception-v3:0000000000000000"})
     with pytest.raises(animeface.ModelError, match="trained on backbone"):
         Embedder(RANDOM_BACKBONE, projection=path)

@@ -37,13 +37,16 @@ def test_evaluate_json_is_self_consistent(tiny_root, tmp_path, capsys):
     assert result["n_test_strangers"] == PER_CHARACTER
     assert result["top1_ci"][0] <= result["top1"] <= result["top1_ci"][1]
     assert result["top1"] <= result["top1_closed_set"]  # an unknown answer can only lose
-    for key in ("top1", "macro_f1", "auroc_unknown", "unknown_rejected", "false_accept"):
+    for key in ("top1", "macro_f1", "auroc_unknown", "unknown_rejected", "false_accept", "calibration_error"):
         assert 0.0 <= result[key] <= 1.0, key
+    # the reliability diagram's bins hold every test picture with a face, each bin's figures in [0, 1]
+    assert sum(row["n"] for row in result["reliability"]) == result["n_test"] - result["n_no_face"]
+    assert all(0.0 <= row["confidence"] <= 1.0 and 0.0 <= row["accuracy"] <= 1.0 for row in result["reliability"])
     assert result["unknown_rejected"] + result["false_accept"] == pytest.approx(1.0)
     assert sum(row["n"] for row in result["per_class"].values()) == result["n_test_known"]
-    assert result["thresholds"]["source"] == "calibrated"
+    assert result["threshold"]["source"] == "calibrated"
     written = {p.name for p in (tmp_path / "plots").iterdir()}
-    assert {"confusion.png", "roc_unknown.png", "scores.png", "accuracy_coverage.png"} <= written
+    assert {"confusion.png", "roc_unknown.png", "scores.png", "reliability.png", "accuracy_coverage.png"} <= written
 
 
 def test_enrolling_from_vectors_matches_enroll(tiny_root, tmp_path):
@@ -60,8 +63,7 @@ def test_enrolling_from_vectors_matches_enroll(tiny_root, tmp_path):
     assert fast.gallery.labels == public.gallery.labels
     assert [e["sha256"] for e in fast.gallery.entries] == [e["sha256"] for e in public.gallery.entries]
     np.testing.assert_allclose(fast.gallery.vectors, public.gallery.vectors, atol=1e-5)
-    assert fast.thresholds.similarity == pytest.approx(public.thresholds.similarity, abs=1e-4)
-    assert fast.thresholds.probability == pytest.approx(public.thresholds.probability, abs=1e-4)
+    assert fast.threshold == pytest.approx(public.threshold, abs=1e-4)
     probe = pictures[0].vectors
     np.testing.assert_allclose(fast.head.predict_proba(probe), public.head.predict_proba(probe), atol=1e-3)
 

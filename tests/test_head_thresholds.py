@@ -1,10 +1,10 @@
-"""The softmax head and the calibrated thresholds on synthetic clusters of unit vectors."""
+"""The softmax head and the decision rule calibrated against strangers, on synthetic clusters of unit vectors."""
 
 import numpy as np
 import pytest
 
 from animeface.head import SoftmaxHead
-from animeface.thresholds import calibrate
+from animeface.thresholds import Normaliser, calibrate
 
 DIM = 64
 
@@ -20,17 +20,19 @@ def clusters(n_classes, per_class, seed, spread=0.6):
     return vectors.astype(np.float32), [f"c{i}" for i in range(n_classes) for _ in range(per_class)]
 
 
-def named(head, thresholds, gallery, queries):
-    """The decision rule of Recognizer.name_faces: the top name, or None."""
-    probs = head.predict_proba(queries)
-    labels = np.array([head.classes.index(x) for x in gallery[1]])
-    out = []
-    for q, p in zip(queries, probs):
-        top = int(np.argmax(p))
-        nearest = (gallery[0][labels == top] @ q).max()
-        ok = p[top] >= thresholds.probability and nearest >= thresholds.similarity
-        out.append(head.classes[top] if ok else None)
-    return out
+def named(head, rule, gallery, queries, bank=None, refusal=0.95):
+    """The decision rule of Recognizer.name_faces (all characters compared): the top name, or None,
+    and every face's probabilities."""
+    vectors, labels = gallery
+    classes = list(dict.fromkeys(labels))
+    y = np.array([classes.index(x) for x in labels])
+    normalise = Normaliser(vectors, y, len(classes), bank)
+    scores = normalise(queries @ normalise.means.T, queries)
+    log_probs = np.log(np.maximum(head.predict_proba(queries), 1e-6)) if head else np.zeros_like(scores)
+    probs = rule.probabilities(scores, log_probs)
+    top = probs.argmax(axis=1)
+    keep = probs[np.arange(len(top)), top] >= rule.threshold(refusal)
+    return [classes[t] if k else None for t, k in zip(top, keep)], probs
 
 
 def test_head_names_well_separated_clusters():
@@ -67,43 +69,76 @@ def test_head_needs_two_characters():
         SoftmaxHead().fit(vectors, labels)
 
 
-def test_calibrated_thresholds_name_known_faces_and_reject_a_held_out_cluster():
-    vectors, labels = clusters(7, 24, seed=4)
-    enrolled = np.array([not x.startswith("c6") for x in labels])
+def test_calibrated_rule_names_known_faces_and_refuses_a_held_out_cluster():
+    vectors, labels = clusters(12, 24, seed=4)
+    enrolled = np.array([x in ("c0", "c1", "c2", "c3", "c4", "c5") for x in labels])
+    banked = np.array([x in ("c7", "c8", "c9", "c10", "c11") for x in labels])  # characters nobody enrolls
+    bank = vectors[banked], np.array([int(x[1:]) for x, b in zip(labels, banked) if b])
     gallery_labels = [x for x, e in zip(labels, enrolled) if e]
     head = SoftmaxHead().fit(vectors[enrolled], gallery_labels)
-    thresholds = calibrate(vectors[enrolled], gallery_labels, head)
-    assert thresholds.source == "calibrated"
-    fresh, fresh_labels = clusters(7, 40, seed=4)  # same centres, new faces
-    fresh, fresh_labels = fresh[::2], fresh_labels[::2]
-    answers = named(head, thresholds, (vectors[enrolled], gallery_labels), fresh)
+    rule = calibrate(vectors[enrolled], gallery_labels, head, bank)
+    assert rule.source == "calibrated"
+    fresh, fresh_labels = clusters(12, 40, seed=4)  # same centres, new faces
+    keep = np.array([x in gallery_labels or x == "c6" for x in fresh_labels])
+    fresh, fresh_labels = fresh[keep], [x for x, k in zip(fresh_labels, keep) if k]
+    answers, probs = named(head, rule, (vectors[enrolled], gallery_labels), fresh, bank)
     known = [a == t for a, t in zip(answers, fresh_labels) if t != "c6"]
     strangers = [a is None for a, t in zip(answers, fresh_labels) if t == "c6"]
     assert np.mean(known) >= 0.7
-    assert np.mean(strangers) >= 0.5
+    assert np.mean(strangers) >= 0.7
+    # every name's probability lies in [0, 1]; what the names leave is "none of them", most of a stranger's
+    assert probs.min() >= 0.0 and probs.max() <= 1.0 and (probs.sum(axis=1) <= 1.0 + 1e-6).all()
+    is_stranger = np.array([t == "c6" for t in fresh_labels])
+    assert np.mean(1.0 - probs[is_stranger].sum(axis=1)) > 0.5 > np.mean(1.0 - probs[~is_stranger].sum(axis=1))
 
 
-def test_calibrate_reuses_the_heads_held_out_probabilities():
-    vectors, labels = clusters(3, 12, seed=5)
-    head = SoftmaxHead().fit(vectors, labels)
-    assert calibrate(vectors, labels, head) == calibrate(vectors, labels)
+def test_refusing_more_strangers_raises_the_threshold():
+    vectors, labels = clusters(8, 12, seed=5)
+    head = SoftmaxHead().fit(vectors[:72], labels[:72])
+    rule = calibrate(vectors[:72], labels[:72], head, (vectors[72:], np.arange(24) // 12))
+    thresholds = [rule.threshold(r) for r in (0.5, 0.8, 0.9, 0.95, 0.99)]
+    assert thresholds == sorted(thresholds) and thresholds[0] < thresholds[-1]
+    assert all(0.0 <= t <= 1.0 for t in thresholds)
+    for bad in (0.0, 1.0, -0.2, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            rule.threshold(bad)
 
 
-def test_one_character_is_judged_by_similarity_alone():
-    vectors, labels = clusters(2, 20, seed=6, spread=0.3)
+def test_one_character_is_calibrated_against_the_stranger_bank():
+    vectors, labels = clusters(6, 20, seed=6, spread=0.3)
     mine = np.array([x == "c0" for x in labels])
-    thresholds = calibrate(vectors[mine], [x for x, m in zip(labels, mine) if m])
-    assert thresholds.source == "calibrated" and thresholds.probability == 0.0
-    def unit(x):
-        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+    bank = vectors[~mine][::2], np.arange(50) // 10
+    rule = calibrate(vectors[mine], [x for x, m in zip(labels, mine) if m], None, bank)
+    assert rule.source == "calibrated"
+    fresh, fresh_labels = clusters(6, 40, seed=6, spread=0.3)
+    answers, _ = named(None, rule, (vectors[mine], ["c0"] * int(mine.sum())), fresh, bank)
+    own = [a == "c0" for a, t in zip(answers, fresh_labels) if t == "c0"]
+    other = [a is None for a, t in zip(answers, fresh_labels) if t != "c0"]
+    assert np.mean(own) >= 0.7 and np.mean(other) >= 0.8
 
-    enrolled = vectors[mine]
-    own = np.array([v @ unit(enrolled.sum(axis=0) - v) for v in enrolled])  # each against the mean of the others
-    other = vectors[~mine] @ unit(enrolled.sum(axis=0))
-    assert np.mean(own >= thresholds.similarity) >= 0.8
-    assert np.mean(other >= thresholds.similarity) <= 0.2
+
+def test_one_character_without_a_bank_keeps_most_of_its_own_faces():
+    vectors, labels = clusters(1, 30, seed=7, spread=0.3)
+    rule = calibrate(vectors, labels, None, None)
+    assert rule.source == "fallback"
+    answers, _ = named(None, rule, (vectors, labels), clusters(1, 60, seed=7, spread=0.3)[0][30:], None)
+    assert np.mean([a == "c0" for a in answers]) >= 0.7
 
 
 def test_a_gallery_of_single_faces_falls_back():
     vectors, labels = clusters(3, 1, seed=7)
-    assert calibrate(vectors, labels).source == "fallback"
+    head = SoftmaxHead().fit(vectors, labels)
+    assert calibrate(vectors, labels, head, None).source == "fallback"
+
+
+def test_an_enrolled_character_in_the_stranger_bank_is_no_stranger_to_its_gallery():
+    # the bank holds faces of c0-c2 (enrolled here: characters the embedder was trained on) and of c3-c5
+    vectors, labels = clusters(6, 30, seed=8, spread=0.5)
+    y, picture = np.array([int(x[1:]) for x in labels]), np.arange(len(labels)) % 30
+    bank = vectors[picture >= 20], y[picture >= 20]
+    enrolled, tested = (y <= 2) & (picture < 10), (y <= 2) & (picture >= 10) & (picture < 20)
+    gallery = vectors[enrolled], [x for x, e in zip(labels, enrolled) if e]
+    assert sorted(Normaliser(gallery[0], y[enrolled], 3, bank).left_out) == [0, 1, 2]
+    head = SoftmaxHead().fit(*gallery)
+    answers, _ = named(head, calibrate(*gallery, head, bank), gallery, vectors[tested], bank)
+    assert np.mean([a == t for a, t in zip(answers, np.array(labels)[tested])]) >= 0.8

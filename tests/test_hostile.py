@@ -71,7 +71,7 @@ def test_a_save_over_an_empty_folder_or_a_gallery_works_and_cleans_a_killed_save
     (killed / "gallery.json").write_text("{}")
     lookalike = gallery_copy.parent / ".gallery.abcdefgh.animeface-tmp"  # a user's folder, named like ours
     put(lookalike / "mine.txt", b"keep me")
-    gallery.save(gallery_copy, head, {"thresholds": description["thresholds"]})
+    gallery.save(gallery_copy, head, {"calibration": description["calibration"]})
     assert not killed.exists() and (lookalike / "mine.txt").read_bytes() == b"keep me"
     empty = gallery_copy.parent / "empty"
     empty.mkdir()
@@ -332,7 +332,7 @@ TAMPERINGS = {
     "preprocessing a list": (edit_json(lambda d: d.update(preprocessing=[299])), "preprocessing"),
     "input size of 20000": (edit_json(lambda d: d["preprocessing"]["recipe"].update(input_size=20000)),
                             "preprocessing.recipe.*input_size"),
-    "thresholds of another shape": (edit_json(lambda d: d.update(thresholds={"x": 1})), "thresholds"),
+    "calibration of another shape": (edit_json(lambda d: d.update(calibration={"x": 1})), "calibration"),
     "an entry's sha256": (edit_json(lambda d: d["entries"][3].update(sha256=None)), r"entries\[3\].sha256"),
     # issue 19, break 8: a box no picture could hold
     "an entry's box past any picture": (edit_json(lambda d: d["entries"][2].update(box=[0, 0, 1, 10 ** 9])),
@@ -495,7 +495,7 @@ def test_a_save_never_writes_what_load_refuses(gallery_copy, spoil, field):
     before = tree(gallery_copy.parent)
     spoil(gallery)
     with pytest.raises(animeface.GalleryError, match=field):
-        gallery.save(gallery_copy, head, {"thresholds": description["thresholds"]})
+        gallery.save(gallery_copy, head, {"calibration": description["calibration"]})
     assert tree(gallery_copy.parent) == before
     Gallery.load(gallery_copy)
 
@@ -535,6 +535,7 @@ def npy_header_only(shape) -> bytes:
 
 
 RECIPE = {"layers": ["mixed5"], "pooling": "avg", "power": 0.5, "colour_weight": 0, "input_size": 299, "mirror": False}
+BANK = {"strangers": np.eye(4, 8, dtype=np.float32), "stranger_characters": np.array([0, 0, 1, 1], np.int32)}
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -543,7 +544,7 @@ def test_a_projection_whose_mean_is_not_finite_is_refused(tmp_path, bad):
 
     mean = np.zeros(768, np.float32)
     mean[7] = bad
-    path = Projection(mean, np.eye(768, 8, dtype=np.float32), Recipe(**RECIPE)).save(
+    path = Projection(mean, np.eye(768, 8, dtype=np.float32), Recipe(**RECIPE), **BANK).save(
         tmp_path / "p", {"name": "p", "backbone_id": RANDOM_BACKBONE})
     with pytest.raises(animeface.ModelError, match=r"p\.npz.*NaN or infinite"):
         animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, projection=path)
@@ -559,11 +560,19 @@ def _projection_fifo(tmp_path):
 PROJECTION_TAMPERINGS = {
     "a huge npz header": lambda tmp: tampered_projection(tmp, npz_of(
         mean=npy_header_only((1 << 40,)), matrix=npy_bytes(np.eye(768, 8, dtype=np.float32)),
-        recipe=npy_bytes(np.array(json.dumps(RECIPE))))),
+        recipe=npy_bytes(np.array(json.dumps(RECIPE))), **{k: npy_bytes(v) for k, v in BANK.items()})),
+    "a stranger bank with a huge header": lambda tmp: tampered_projection(tmp, npz_of(
+        mean=npy_bytes(np.zeros(768, np.float32)), matrix=npy_bytes(np.eye(768, 8, dtype=np.float32)),
+        recipe=npy_bytes(np.array(json.dumps(RECIPE))), strangers=npy_header_only((1 << 40, 8)),
+        stranger_characters=npy_bytes(BANK["stranger_characters"]))),
+    "a stranger bank of one character": lambda tmp: tampered_projection(tmp, npz_of(
+        mean=npy_bytes(np.zeros(768, np.float32)), matrix=npy_bytes(np.eye(768, 8, dtype=np.float32)),
+        recipe=npy_bytes(np.array(json.dumps(RECIPE))), strangers=npy_bytes(BANK["strangers"]),
+        stranger_characters=npy_bytes(np.zeros(4, np.int32)))),
     "a card nested 100,000 deep": lambda tmp: tampered_projection(tmp, b"PK", "[" * 100_000 + "]" * 100_000),
     "a recipe nested 100,000 deep": lambda tmp: tampered_projection(tmp, npz_of(
         mean=npy_bytes(np.zeros(768, np.float32)), matrix=npy_bytes(np.eye(768, 8, dtype=np.float32)),
-        recipe=npy_bytes(np.array("[" * 100_000 + "]" * 100_000)))),
+        recipe=npy_bytes(np.array("[" * 100_000 + "]" * 100_000)), **{k: npy_bytes(v) for k, v in BANK.items()})),
     "a FIFO": _projection_fifo,
 }
 

@@ -89,7 +89,7 @@ def test_shipped_model_files_match_their_cards():
     import json
     from importlib.resources import files
 
-    for package, name in (("animeface.cascades", "face_verifier"), ("animeface.embeddings", "anime-faces-v1")):
+    for package, name in (("animeface.cascades", "face_verifier"), ("animeface.embeddings", "anime-faces-v2")):
         folder = files(package)
         card = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
         assert card["sha256"] == models.sha256_file(str(folder / f"{name}.npz")), name

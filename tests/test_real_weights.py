@@ -6,6 +6,7 @@ import pytest
 
 import animeface
 from animeface.embed import Embedder
+from animeface.models import STRANGER_REFUSAL
 
 from conftest import HOLOEN, SHARED, crops
 
@@ -31,26 +32,47 @@ def test_the_shared_weights_are_the_official_imagenet_backbone(real_weights):
     assert vectors.shape == (2, shared.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+def embedded(rec, paths):
+    """The vectors of face crops, embedded once so that each setting of the knob names the same faces."""
+    return rec.embedder.embed(np.stack([rec.face_crops(animeface.load_image(p), "whole")[1][0] for p in paths]))
+
+
 def test_enrolled_characters_are_named_on_pictures_not_enrolled(real_weights, tmp_path):
     rec = animeface.Recognizer(tmp_path / "g", backbone=real_weights, progress=False)
     for name in NAMED:
         rec.enroll(name, crops(name, 0, 10), faces="whole")
     tests = [(name, path) for name in NAMED for path in crops(name, 60, 8)]
-    results = rec.identify_batch([path for _, path in tests], faces="whole")
-    named = [faces[0].label for faces in results]
-    right = sum(label == name for (name, _), label in zip(tests, named))
-    wrong = sum(label not in (None, name) for (name, _), label in zip(tests, named))
-    assert right >= 0.85 * len(tests), named
-    assert wrong <= 0.05 * len(tests), named
+    vectors = embedded(rec, [path for _, path in tests])
+    # the default refuses 95% of strangers; refusing 80% names more of the enrolled characters
+    for refusal, least_right in ((STRANGER_REFUSAL, 0.7), (0.8, 0.85)):
+        rec.stranger_refusal = refusal
+        faces = rec.name_faces(vectors, [animeface.Box(0, 0, 1, 1)] * len(vectors))
+        assert all(0.0 <= f.score <= 1.0 and all(0.0 <= p <= 1.0 for _, p in f.candidates) for f in faces)
+        named = [f.label for f in faces]
+        right = sum(label == name for (name, _), label in zip(tests, named))
+        wrong = sum(label not in (None, name) for (name, _), label in zip(tests, named))
+        assert right >= least_right * len(tests), (refusal, named)
+        assert wrong <= 0.05 * len(tests), (refusal, named)
 
 
-def test_a_character_never_enrolled_is_mostly_unknown(real_weights, tmp_path):
+def test_refusing_more_strangers_calls_more_of_them_unknown(real_weights, tmp_path):
     rec = animeface.Recognizer(tmp_path / "g", backbone=real_weights, progress=False)
     for name in NAMED:
         rec.enroll(name, crops(name, 0, 15), faces="whole")
-    strangers = sorted((HOLOEN / "kronii").iterdir())[:20]
-    named = [faces[0].label for faces in rec.identify_batch(strangers, faces="whole")]
-    assert sum(label is None for label in named) >= 0.6 * len(strangers), named
+    strangers = [p for name in ("kronii", "fauna", "kiara") for p in sorted((HOLOEN / name).iterdir())[:15]]
+    known = [p for name in NAMED for p in crops(name, 60, 6)]
+    vectors = embedded(rec, strangers + known)
+    refused = {}
+    for refusal in (0.5, 0.8, 0.95, 0.99):
+        rec.stranger_refusal = refusal
+        faces = rec.name_faces(vectors, [animeface.Box(0, 0, 1, 1)] * len(vectors))
+        refused[refusal] = (np.mean([f.label is None for f in faces[:len(strangers)]]),
+                            np.mean([f.label is None for f in faces[len(strangers):]]))
+    strangers_refused = [refused[r][0] for r in sorted(refused)]
+    known_refused = [refused[r][1] for r in sorted(refused)]
+    assert strangers_refused == sorted(strangers_refused) and strangers_refused[-1] > strangers_refused[0], refused
+    assert known_refused == sorted(known_refused), refused
+    assert strangers_refused[2] >= 0.85, refused
 
 
 def test_a_full_notop_file_in_the_keras_2_layout_gives_the_same_backbone(real_weights, tmp_path):
