@@ -395,8 +395,9 @@ class Recognizer:
         neither writer's changes are lost."""
         with locked(self.path):
             self._catch_up()
+            rule = self._calibration
             self.gallery.save(self.path, self.head.to_arrays() if self.head else None,
-                              {"calibration": {**asdict(self._calibration), "weights": list(self._calibration.weights)}})
+                              {"calibration": {**asdict(rule), "weights": list(rule.weights)}} if rule else {})
         return self.path
 
     @contextmanager
@@ -512,10 +513,16 @@ class Recognizer:
             self._refit()
 
     def _refit(self) -> None:
+        """Fit the head and the naming rule to the gallery. The rule is calibrated against the
+        embedder's stranger bank, so a recognizer opened with another embedder (check_backbone=False:
+        list, forget) leaves it out, and the next one opened with the gallery's own embedder fits it."""
         labels = self.gallery.labels
         n_classes = len(set(labels))
         self.head = SoftmaxHead().fit(self.gallery.vectors, labels) if n_classes >= 2 else None
-        self._calibration = calibrate(self.gallery.vectors, labels, self.head, self.embedder.strangers)
+        made_here = (self.gallery.backbone_id, self.gallery.preprocessing) == \
+            (self.embedder.backbone_id, self.embedder.description)
+        self._calibration = calibrate(self.gallery.vectors, labels, self.head, self.embedder.strangers) \
+            if made_here else None
         self._normaliser = None
 
     def _progress(self, items, desc, total=None):
