@@ -27,7 +27,7 @@ __all__ = [
     "GalleryError", "ImageError", "ModelError", "Recognizer", "Calibration", "detect_faces", "enroll", "identify",
     "load_image",
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def __getattr__(name: str):

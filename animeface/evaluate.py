@@ -395,8 +395,8 @@ def format_report(result: dict) -> str:
         f"  macro-F1                          {fig('macro_f1', False)}",
         f"  multi-label P / R / F1            {fig('multilabel_precision', False)} / "
         f"{fig('multilabel_recall', False)} / {fig('multilabel_f1', False)}",
-        f"threshold: probability {t['probability']:.3f}, set to refuse {t['stranger_refusal']:.0%} of strangers "
-        f"({t['source']})",
+        f"threshold: probability {_number(t['probability'])}, set to refuse {t['stranger_refusal']:.0%} of "
+        f"strangers ({t['source']})",
     ]
     if b.get("probability") is not None:
         lines.append(f"best on this data: probability {b['probability']:.3f} "
@@ -414,6 +414,10 @@ def format_report(result: dict) -> str:
             lines.append(f"{name[:23]:<24}{row['n_as_stranger']:>6}  as a stranger: "
                          f"{_pct(row['rejected_as_stranger'])} rejected")
     return "\n".join(lines)
+
+
+def _number(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def _pct(x) -> str:

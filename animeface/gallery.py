@@ -33,6 +33,7 @@ from . import files
 from .embed import Recipe
 from .errors import CharacterNameError, GalleryError
 from .io import max_pixels
+from .thresholds import WEIGHT_BOUNDS
 
 #: 2: vectors from the trained embedder; preprocessing records its recipe and projection.
 #: 3: the embedder anime-faces-v2 and the decision rule calibrated against strangers ("calibration").
@@ -378,12 +379,13 @@ def _check_description(d, path: Path) -> None:
     rule = d.get("calibration")
     if rule is not None and not (
             isinstance(rule, dict) and set(rule) == {"weights", "stranger_mean", "stranger_spread", "source"}
-            and isinstance(rule["weights"], list) and len(rule["weights"]) == 3
-            and all(_is_number(w, -100.0, 100.0) for w in rule["weights"])
+            and isinstance(rule["weights"], list) and len(rule["weights"]) == len(WEIGHT_BOUNDS)
+            and all(_is_number(w, low, high) for w, (low, high) in zip(rule["weights"], WEIGHT_BOUNDS))
             and _is_number(rule["stranger_mean"], -100.0, 100.0) and _is_number(rule["stranger_spread"], 0.0, 100.0)
-            and _is_text(rule["source"], 100)):
-        raise _Invalid("calibration", "must be an object of weights (3 numbers), stranger_mean, stranger_spread "
-                                      "(numbers in range) and source")
+            and rule["source"] in ("calibrated", "fallback")):
+        raise _Invalid("calibration", "must be an object of weights (3 numbers within the bounds a fit can give), "
+                                      "stranger_mean, stranger_spread (numbers in range) and source "
+                                      "(calibrated or fallback)")
 
 
 def face_problem(face: dict) -> tuple[str, str] | None:

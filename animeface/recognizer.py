@@ -132,7 +132,7 @@ class Recognizer:
             with locked(self.path):  # never read half of a save in progress
                 loaded = Gallery.load(self.path)
             self._take(*loaded)
-        if self._calibration is None:
+        else:
             self._refit()
 
     @classmethod
@@ -157,6 +157,9 @@ class Recognizer:
     @property
     def threshold(self) -> float:
         """The probability a name must reach to be given: refuses `stranger_refusal` of strangers."""
+        if self._calibration is None:
+            raise BackboneMismatchError(f"{self.path}: opened with check_backbone=False, to list and forget "
+                                        "characters only: its faces cannot be named with another embedder")
         return self._calibration.threshold(self.stranger_refusal)
 
     @property
@@ -451,9 +454,9 @@ class Recognizer:
             return []
         if not len(self.gallery):
             return [Face(b, None, 1.0, [], "the gallery is empty") for b in boxes]
+        threshold = self.threshold
         names = list(self.gallery.characters)
         probabilities = self._calibration.probabilities(*self.scores(vectors))
-        threshold = self.threshold
         faces = []
         for box, p in zip(boxes, probabilities):
             order = np.argsort(-p)[:TOP_CANDIDATES]

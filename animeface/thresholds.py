@@ -18,6 +18,7 @@ strangers got in calibration (a normal fit to their log-odds).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -34,6 +35,11 @@ STRANGER_SHARE = 0.5
 #: character enrolled from one picture, or nothing to call a stranger): the median of galleries
 #: of 6 characters x 5 shots on the shipped embedder (benchmarks/open_set.py).
 DEFAULT_WEIGHTS = (1.4, 0.0, 2.3)
+#: Weights with no stranger bank and nothing to fit on: the raw cosine similarity, even odds at 0
+#: (the previous release's rule for such galleries: a name when the similarity is positive).
+RAW_WEIGHTS = (DEFAULT_WEIGHTS[0], 0.0, 0.0)
+#: A name is never given at less than this probability.
+MIN_PROBABILITY = 0.5
 #: With nothing to call a stranger (one character, no stranger bank): keep this share of its own faces.
 FALLBACK_KEEP = 0.9
 #: With nothing at all to calibrate against (one face, no stranger bank): log-odds every name clears.
@@ -54,9 +60,11 @@ class Calibration:
     source: str  # "calibrated" or "fallback"
 
     def threshold(self, refusal: float = STRANGER_REFUSAL) -> float:
-        """The probability a name needs to refuse this share of strangers."""
+        """The probability a name needs to refuse this share of strangers, and never less than even
+        odds: a gallery with few faces to calibrate on can put its strangers' threshold far too low."""
         check_refusal(refusal)
-        return float(_sigmoid(self.stranger_mean + self.stranger_spread * NormalDist().inv_cdf(refusal)))
+        return max(float(_sigmoid(self.stranger_mean + self.stranger_spread * NormalDist().inv_cdf(refusal))),
+                   MIN_PROBABILITY)
 
     def probabilities(self, scores: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
         """(n, K) probability that each enrolled name is right; what is left of each row's 1 is
@@ -70,7 +78,7 @@ class Calibration:
 
 def check_refusal(refusal: float) -> float:
     """The share of strangers to refuse, which must lie strictly between 0 and 1 (ValueError)."""
-    if not isinstance(refusal, (int, float)) or not 0.0 < refusal < 1.0:
+    if not isinstance(refusal, numbers.Real) or not 0.0 < refusal < 1.0:
         raise ValueError(f"stranger_refusal must be a number between 0 and 1, got {refusal!r}")
     return float(refusal)
 
@@ -89,7 +97,7 @@ class Normaliser:
         self.left_out = np.zeros(0, np.int32)
         if bank is not None:
             faces, characters = bank
-            self.left_out = _enrolled_in_bank(vectors, y, self.means, faces, characters)
+            self.left_out = _enrolled_in_bank(self.means, faces, characters)
             faces = faces[~np.isin(characters, self.left_out)]
             if len(faces) >= 2:
                 self.strangers = faces
@@ -109,21 +117,23 @@ class Normaliser:
                       + (similarities - face_mean[:, None]) / face_spread[:, None])
 
 
-def _enrolled_in_bank(vectors, y, means, faces, characters) -> np.ndarray:
+def _enrolled_in_bank(means, faces, characters) -> np.ndarray:
     """The bank characters who look like an enrolled character: their faces' mean similarity to
-    its mean is nearer to its own faces' than to a typical bank character's."""
-    own = np.bincount(y, weights=(vectors * means[y]).sum(axis=1), minlength=len(means)) / np.bincount(y, minlength=len(means))
+    its mean is nearer to how alike one bank character's faces are (each face against the mean
+    of the others) than to how alike a typical bank character is to it."""
     ids, index = np.unique(characters, return_inverse=True)
+    alike = _similarity_per_class(faces, index, np.arange(len(faces)), len(ids))[np.arange(len(faces)), index]
+    same = float(np.mean(alike[np.isfinite(alike)]))
     per_character = np.zeros((len(ids), len(means)))
     np.add.at(per_character, index, faces @ means.T)
     per_character /= np.bincount(index)[:, None]
-    midpoint = (own + np.median(per_character, axis=0)) / 2
+    midpoint = (same + np.median(per_character, axis=0)) / 2
     return ids[(per_character > midpoint).any(axis=1)]
 
 
 def _cohort(similarities: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and spread of the COHORT largest similarities along axis."""
-    k = min(COHORT, similarities.shape[axis] - 1)  # a bank face's own row is left out of its cohort
+    k = min(COHORT, similarities.shape[axis] - 1)  # one short of all: a bank face leaves out its own row
     top = -np.partition(-similarities, k - 1, axis=axis)
     top = top[:k] if axis == 0 else top[:, :k]
     return top.mean(axis=axis), np.maximum(top.std(axis=axis), 1e-6)
@@ -139,7 +149,7 @@ def calibrate(vectors: np.ndarray, labels: list[str], head: SoftmaxHead | None,
     """
     vectors = np.asarray(vectors, np.float32)
     if not len(vectors):
-        return Calibration(DEFAULT_WEIGHTS, 0.0, 0.0, "fallback")
+        return Calibration(RAW_WEIGHTS, 0.0, 0.0, "fallback")
     classes = list(dict.fromkeys(labels))
     y = np.array([classes.index(label) for label in labels], dtype=np.int64)
     counts = np.bincount(y, minlength=len(classes))
@@ -168,8 +178,8 @@ def calibrate(vectors: np.ndarray, labels: list[str], head: SoftmaxHead | None,
         groups.append((normalise(bank @ means.T, bank, np.arange(len(bank))), np.log(np.maximum(bank_probs, 1e-6)),
                        np.full(len(bank), -1)))
     fitted = bool(known.any()) and len(groups) > 1
-    rule = Calibration(_fit_weights(groups) if fitted else DEFAULT_WEIGHTS, 0.0, 0.0,
-                       "calibrated" if fitted else "fallback")
+    unfitted = DEFAULT_WEIGHTS if normalise.strangers is not None else RAW_WEIGHTS
+    rule = Calibration(_fit_weights(groups) if fitted else unfitted, 0.0, 0.0, "calibrated" if fitted else "fallback")
     if len(groups) > 1:  # strangers set the threshold: characters held out of this gallery, else the bank
         odds = _log_odds(rule.probabilities(*groups[1][:2]).max(axis=1))
         rule.stranger_mean, rule.stranger_spread = float(odds.mean()), float(odds.std())
@@ -258,9 +268,9 @@ def _similarity_per_class(vectors: np.ndarray, y: np.ndarray, rows: np.ndarray, 
 
 
 def _log_odds(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-9, 1 - 1e-9)
+    p = np.clip(np.asarray(p, np.float64), 1e-9, 1 - 1e-9)  # float32 would round 1 - 1e-9 to 1
     return np.log(p / (1 - p))
 
 
 def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + np.exp(-x))
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))

@@ -92,13 +92,12 @@ def test_calibrated_rule_names_known_faces_and_refuses_a_held_out_cluster():
     assert np.mean(1.0 - probs[is_stranger].sum(axis=1)) > 0.5 > np.mean(1.0 - probs[~is_stranger].sum(axis=1))
 
 
-def test_refusing_more_strangers_raises_the_threshold():
-    vectors, labels = clusters(8, 12, seed=5)
+def test_refusing_more_strangers_raises_the_threshold_never_below_even_odds():
+    vectors, labels = clusters(8, 12, seed=5, spread=1.5)  # characters that overlap
     head = SoftmaxHead().fit(vectors[:72], labels[:72])
     rule = calibrate(vectors[:72], labels[:72], head, (vectors[72:], np.arange(24) // 12))
-    thresholds = [rule.threshold(r) for r in (0.5, 0.8, 0.9, 0.95, 0.99)]
-    assert thresholds == sorted(thresholds) and thresholds[0] < thresholds[-1]
-    assert all(0.0 <= t <= 1.0 for t in thresholds)
+    thresholds = [rule.threshold(r) for r in (0.1, 0.5, 0.9, 0.99, 0.999)]
+    assert thresholds == sorted(thresholds) and thresholds[0] == 0.5 < thresholds[-1] <= 1.0
     for bad in (0.0, 1.0, -0.2, 1.5, float("nan")):
         with pytest.raises(ValueError, match="between 0 and 1"):
             rule.threshold(bad)
