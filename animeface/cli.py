@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "enroll", "add a character from pictures or face crops", cmd_enroll,
                  "animeface enroll 'Hatsune Miku' miku1.png miku_folder/\n"
                  "animeface enroll --folders characters/          # one subfolder per character\n"
-                 "animeface enroll 'Hatsune Miku' --cluster 3 --from groups/   # group 3 of 'cluster --out groups/'")
+                 "animeface enroll 'Hatsune Miku' --cluster 3 --from groups/   # group 3 of 'cluster --out groups/'",
+                 naming=False)
     p.add_argument("name", nargs="?", help="character name (omit with --folders)")
     p.add_argument("paths", nargs="*", metavar="PATH", help="pictures or folders (walked recursively)")
     p.add_argument("--folders", metavar="ROOT", help="enroll one character per subfolder of ROOT, named after it")
@@ -218,28 +219,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(sub, name, help_text, run, examples: str, network: bool = True):
-    """A subcommand with --gallery, and with the embedder's options unless it never uses the network."""
+def _command(sub, name, help_text, run, examples: str, network: bool = True, naming: bool = True):
+    """A subcommand with --gallery, and with the embedder's options unless it never uses the network
+    (and --refuse-strangers if it names faces)."""
     p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n" + "".join(f"  {line}\n" for line in examples.splitlines()))
     p.set_defaults(run=run)
     p.add_argument("--gallery", metavar="DIR", help="gallery folder (default: ANIMEFACE_HOME or the per-user one)")
     if network:
-        _network_options(p)
+        _network_options(p, naming)
     return p
 
 
-def _network_options(p) -> None:
+def _network_options(p, naming: bool = True) -> None:
     p.add_argument("--backbone", help=BACKBONE_HELP)
     p.add_argument("--projection", metavar="NPZ", default="default", help=PROJECTION_HELP)
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
                    help="face detector: faceboxes, the learned one (default; weights from ANIMEFACE_DETECTOR or the "
                         "download), or cascade, the LBP cascade (faster, misses more faces)")
     p.add_argument("--cascade", help="face cascade XML (default: ANIMEFACE_CASCADE or the downloaded one)")
-    p.add_argument("--refuse-strangers", type=_share, default=STRANGER_REFUSAL, metavar="SHARE",
-                   help="share of faces of characters nobody enrolled to call unknown, between 0 and 1 (default "
-                        f"{STRANGER_REFUSAL}); higher also calls more enrolled faces unknown")
+    if naming:
+        p.add_argument("--refuse-strangers", type=_share, default=STRANGER_REFUSAL, metavar="SHARE",
+                       help="share of faces of characters nobody enrolled to call unknown, between 0 and 1 "
+                            f"(default {STRANGER_REFUSAL}); higher also calls more enrolled faces unknown")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no loading message")
 
 
@@ -278,7 +281,8 @@ def open_recognizer(args, create: bool = False):
     if not hasattr(args, "backbone"):  # list, forget: they never embed, so any backbone setting opens any gallery
         return Recognizer(path, backbone="imagenet", check_backbone=False, progress=False)
     return Recognizer(path, backbone=args.backbone, projection=args.projection, cascade=args.cascade,
-                      detector=args.detector, stranger_refusal=args.refuse_strangers, progress=_progress(args))
+                      detector=args.detector, stranger_refusal=getattr(args, "refuse_strangers", STRANGER_REFUSAL),
+                      progress=_progress(args))
 
 
 def load_embedder(rec, args) -> None:

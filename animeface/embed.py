@@ -247,9 +247,9 @@ class Embedder:
         return self.projection.matrix.shape[1] if self.projection else self.recipe.dim
 
     @property
-    def strangers(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The projection's stranger bank, faces of its training characters and their numbers, if any."""
-        return (self.projection.strangers, self.projection.stranger_characters) if self.projection else None
+    def strangers(self) -> np.ndarray | None:
+        """The projection's stranger bank (faces of its training characters), if it has one."""
+        return self.projection.strangers if self.projection else None
 
     @property
     def pair_similarity(self) -> dict | None:

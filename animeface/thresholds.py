@@ -86,22 +86,16 @@ def check_refusal(refusal: float) -> float:
 class Normaliser:
     """Similarities to the enrolled characters' means, normalised against the stranger bank.
 
-    A bank character who looks like an enrolled one (a user may enroll a character the
-    embedder was trained on) is no stranger to this gallery: its faces are left out.
+    The whole bank is used, even when a user enrolls one of its characters: leaving out the
+    bank characters who looked like an enrolled one also left out the lookalikes that make
+    the best cohort, and cost more than it gained (docs/benchmarks.md).
     """
 
-    def __init__(self, vectors: np.ndarray, y: np.ndarray, n_classes: int, bank: tuple | None):
+    def __init__(self, vectors: np.ndarray, y: np.ndarray, n_classes: int, faces: np.ndarray | None):
         self.means = class_means(vectors, y, n_classes)
-        self.strangers = None
-        #: The bank's characters left out, as enrolled here.
-        self.left_out = np.zeros(0, np.int32)
-        if bank is not None:
-            faces, characters = bank
-            self.left_out = _enrolled_in_bank(self.means, faces, characters)
-            faces = faces[~np.isin(characters, self.left_out)]
-            if len(faces) >= 2:
-                self.strangers = faces
-                self.class_mean, self.class_spread = _cohort(faces @ self.means.T, axis=0)
+        self.strangers = faces if faces is not None and len(faces) >= 2 else None
+        if self.strangers is not None:
+            self.class_mean, self.class_spread = _cohort(self.strangers @ self.means.T, axis=0)
 
     def __call__(self, similarities: np.ndarray, faces: np.ndarray, bank_rows: np.ndarray | None = None) -> np.ndarray:
         """Normalised scores of `faces` (n, dim) from their similarities (n, K) to the means; the
@@ -117,20 +111,6 @@ class Normaliser:
                       + (similarities - face_mean[:, None]) / face_spread[:, None])
 
 
-def _enrolled_in_bank(means, faces, characters) -> np.ndarray:
-    """The bank characters who look like an enrolled character: their faces' mean similarity to
-    its mean is nearer to how alike one bank character's faces are (each face against the mean
-    of the others) than to how alike a typical bank character is to it."""
-    ids, index = np.unique(characters, return_inverse=True)
-    alike = _similarity_per_class(faces, index, np.arange(len(faces)), len(ids))[np.arange(len(faces)), index]
-    same = float(np.mean(alike[np.isfinite(alike)]))
-    per_character = np.zeros((len(ids), len(means)))
-    np.add.at(per_character, index, faces @ means.T)
-    per_character /= np.bincount(index)[:, None]
-    midpoint = (same + np.median(per_character, axis=0)) / 2
-    return ids[(per_character > midpoint).any(axis=1)]
-
-
 def _cohort(similarities: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and spread of the COHORT largest similarities along axis."""
     k = min(COHORT, similarities.shape[axis] - 1)  # one short of all: a bank face leaves out its own row
@@ -140,12 +120,11 @@ def _cohort(similarities: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray
 
 
 def calibrate(vectors: np.ndarray, labels: list[str], head: SoftmaxHead | None,
-              bank: tuple[np.ndarray, np.ndarray] | None) -> Calibration:
+              bank: np.ndarray | None) -> Calibration:
     """Fit a gallery's decision rule on its own faces and the stranger bank (see the module's text).
 
     The head must be the one just fitted on these vectors: its exact leave-one-out probabilities
-    stand for faces the gallery has not seen. bank: the embedder's stranger bank (faces and
-    their characters' numbers), or None.
+    stand for faces the gallery has not seen. bank: the embedder's stranger bank, or None.
     """
     vectors = np.asarray(vectors, np.float32)
     if not len(vectors):

@@ -93,7 +93,7 @@ def episode_before(vectors, labels, enrolled, tested, is_known):
 
 
 def episode_after(rec, vectors, labels, enrolled, tested, is_known):
-    rec.gallery = Gallery("bench", vectors.shape[1], {})
+    rec.gallery = Gallery(rec.embedder.backbone_id, vectors.shape[1], rec.embedder.description)
     rec.gallery.add(vectors[enrolled], [{"label": str(labels[i]), "source": "", "sha256": "0" * 64}
                                         for i in enrolled])
     rec._refit()

@@ -333,6 +333,9 @@ TAMPERINGS = {
     "input size of 20000": (edit_json(lambda d: d["preprocessing"]["recipe"].update(input_size=20000)),
                             "preprocessing.recipe.*input_size"),
     "calibration of another shape": (edit_json(lambda d: d.update(calibration={"x": 1})), "calibration"),
+    "calibration weights no fit gives": (edit_json(lambda d: d["calibration"].update(weights=[-100, -100, -100])),
+                                         "calibration"),
+    "calibration spread negative": (edit_json(lambda d: d["calibration"].update(stranger_spread=-1.0)), "calibration"),
     "an entry's sha256": (edit_json(lambda d: d["entries"][3].update(sha256=None)), r"entries\[3\].sha256"),
     # issue 19, break 8: a box no picture could hold
     "an entry's box past any picture": (edit_json(lambda d: d["entries"][2].update(box=[0, 0, 1, 10 ** 9])),
