@@ -33,7 +33,7 @@ from . import files
 from .embed import Recipe
 from .errors import CharacterNameError, GalleryError
 from .io import max_pixels
-from .thresholds import WEIGHT_BOUNDS
+from .thresholds import WEIGHT_BOUNDS, class_means
 
 #: 2: vectors from the trained embedder; preprocessing records its recipe and projection.
 #: 3: the embedder anime-faces-v2 and the decision rule calibrated against strangers ("calibration").
@@ -155,11 +155,9 @@ class Gallery:
 
     def centroids(self) -> np.ndarray:
         """Each character's mean vector, unit length, one row per name of `characters`."""
-        names = list(self.characters)
-        rows = np.array([names.index(label) for label in self.labels])
-        sums = np.zeros((len(names), self.dim), np.float64)
-        np.add.at(sums, rows, self.vectors)
-        return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        index = {name: i for i, name in enumerate(self.characters)}
+        return class_means(self.vectors, np.array([index[x] for x in self.labels], np.int64),
+                           len(index))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities to the k nearest character means per query, and those characters'

@@ -471,18 +471,15 @@ class Recognizer:
         for out, sim_row, row_ids in zip(similarities, sims, rows):
             out[row_ids[row_ids >= 0]] = sim_row[row_ids >= 0]
         if self._normaliser is None:
-            names = {name: i for i, name in enumerate(self.gallery.characters)}
-            self._normaliser = Normaliser(self.gallery.vectors, np.array([names[x] for x in self.gallery.labels]),
-                                          len(names), self.embedder.strangers)
+            self._normaliser = Normaliser(self.gallery.centroids(), self.embedder.strangers)
         probs = self.head.predict_proba(vectors) if self.head else np.ones((len(vectors), 1), np.float32)
         return self._normaliser(similarities, vectors), np.log(np.maximum(probs, 1e-6))
 
     # -- internals ---------------------------------------------------------------
 
     def _take(self, gallery: Gallery, head_arrays: dict | None, description: dict) -> None:
-        """Use a gallery as loaded, with its head and thresholds, once it fits the embedder in use."""
-        made_with = (gallery.backbone_id, gallery.preprocessing)
-        if self._check_backbone and made_with != (self.embedder.backbone_id, self.embedder.description):
+        """Use a gallery as loaded, with its head and naming rule, once it fits the embedder in use."""
+        if self._check_backbone and not self._made_here(gallery):
             raise BackboneMismatchError(
                 f"{self.path}: this gallery's vectors were made by another embedder (backbone "
                 f"{gallery.backbone_id!r}, {_describe(gallery.preprocessing)}) than the one in use (backbone "
@@ -500,6 +497,10 @@ class Recognizer:
         self._normaliser = None
         if self._calibration is None:
             self._refit()
+
+    def _made_here(self, gallery: Gallery) -> bool:
+        """Whether the gallery's vectors were made by the embedder in use."""
+        return (gallery.backbone_id, gallery.preprocessing) == (self.embedder.backbone_id, self.embedder.description)
 
     def _catch_up(self) -> None:
         """With the gallery's lock held: if the saved gallery is not the one this recognizer read
@@ -522,10 +523,8 @@ class Recognizer:
         labels = self.gallery.labels
         n_classes = len(set(labels))
         self.head = SoftmaxHead().fit(self.gallery.vectors, labels) if n_classes >= 2 else None
-        made_here = (self.gallery.backbone_id, self.gallery.preprocessing) == \
-            (self.embedder.backbone_id, self.embedder.description)
         self._calibration = calibrate(self.gallery.vectors, labels, self.head, self.embedder.strangers) \
-            if made_here else None
+            if self._made_here(self.gallery) else None
         self._normaliser = None
 
     def _progress(self, items, desc, total=None):

@@ -70,7 +70,8 @@ class Calibration:
         """(n, K) probability that each enrolled name is right; what is left of each row's 1 is
         "none of them". scores: normalised similarities (-inf: not compared); log_probs: the head's."""
         a, b, none = self.weights
-        logits = np.where(np.isfinite(scores), a * np.where(np.isfinite(scores), scores, 0.0) + b * log_probs, -np.inf)
+        compared = np.isfinite(scores)
+        logits = np.where(compared, a * np.where(compared, scores, 0.0) + b * log_probs, -np.inf)
         top = np.maximum(logits.max(axis=1, initial=-np.inf), none)[:, None]
         weights = np.exp(logits - top)
         return weights / (weights.sum(axis=1, keepdims=True) + np.exp(none - top))
@@ -91,11 +92,11 @@ class Normaliser:
     the best cohort, and cost more than it gained (docs/benchmarks.md).
     """
 
-    def __init__(self, vectors: np.ndarray, y: np.ndarray, n_classes: int, faces: np.ndarray | None):
-        self.means = class_means(vectors, y, n_classes)
+    def __init__(self, means: np.ndarray, faces: np.ndarray | None):
+        """means: the enrolled characters' unit mean vectors; faces: the stranger bank, or None."""
         self.strangers = faces if faces is not None and len(faces) >= 2 else None
         if self.strangers is not None:
-            self.class_mean, self.class_spread = _cohort(self.strangers @ self.means.T, axis=0)
+            self.class_mean, self.class_spread = _cohort(self.strangers @ means.T, axis=0)
 
     def __call__(self, similarities: np.ndarray, faces: np.ndarray, bank_rows: np.ndarray | None = None) -> np.ndarray:
         """Normalised scores of `faces` (n, dim) from their similarities (n, K) to the means; the
@@ -129,11 +130,12 @@ def calibrate(vectors: np.ndarray, labels: list[str], head: SoftmaxHead | None,
     vectors = np.asarray(vectors, np.float32)
     if not len(vectors):
         return Calibration(RAW_WEIGHTS, 0.0, 0.0, "fallback")
-    classes = list(dict.fromkeys(labels))
-    y = np.array([classes.index(label) for label in labels], dtype=np.int64)
+    index = {name: c for c, name in enumerate(dict.fromkeys(labels))}
+    classes = list(index)
+    y = np.array([index[label] for label in labels], dtype=np.int64)
     counts = np.bincount(y, minlength=len(classes))
-    normalise = Normaliser(vectors, y, len(classes), bank)
-    means = normalise.means
+    means = class_means(vectors, y, len(classes))
+    normalise = Normaliser(means, bank)
     if head is not None:
         rows, probs = head.held_out
     else:

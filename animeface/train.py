@@ -171,10 +171,8 @@ def leave_characters_out(views: dict, labels: np.ndarray, recipe: Recipe, seed: 
     for fold in range(folds):
         left_out = characters[order[fold::folds]]
         fit_rows = ~np.isin(labels, left_out)
-        stacked = np.concatenate([views[k][fit_rows] for k in views])
-        mean, matrix = fit_projection(stacked, np.concatenate([labels[fit_rows]] * len(views)))
-        spaces = {"untrained": views["original"],
-                  "trained": Projection(mean, matrix, recipe)(views["original"])}
+        projection = fitted_projection({k: v[fit_rows] for k, v in views.items()}, labels[fit_rows], recipe, seed)
+        spaces = {"untrained": views["original"], "trained": projection(views["original"])}
         pairs.append(pair_similarity(spaces["trained"][~fit_rows], labels[~fit_rows]))
         rng = np.random.default_rng([seed, fold])
         for k in shots:
@@ -237,8 +235,7 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
         raise AnimefaceError(f"training needs at least {FOLDS * 2} characters with readable pictures, "
                              f"found {len(np.unique(labels))}")
     figures, calibration = leave_characters_out(views, labels, embedder.recipe, seed)
-    stacked = np.concatenate(list(views.values()))
-    mean, matrix = fit_projection(stacked, np.concatenate([labels] * len(views)))
+    projection = fitted_projection(views, labels, embedder.recipe, seed)
     card = {
         "name": name,
         "what": "within-class whitening of the recipe's vectors, trained on anime face crops",
@@ -246,16 +243,25 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
         "training_data": [{"root": root.name, "characters": len({c for c in set(labels) if c.startswith(f"{i}:")})}
                           for i, root in enumerate(roots)],
         "faces": int(len(labels)), "characters": int(len(np.unique(labels))),
-        "views": list(views), "seed": seed, "components": matrix.shape[1], "shrinkage": SHRINKAGE,
+        "views": list(views), "seed": seed, "components": projection.matrix.shape[1], "shrinkage": SHRINKAGE,
         "command": command or "",
         "left_out_characters_top1": figures,
         "pair_similarity": calibration,
+        "stranger_bank": {"faces": len(projection.strangers),
+                          "characters": int(len(np.unique(projection.stranger_characters))),
+                          "what": "projected faces of the training characters, original view"},
     }
+    return projection.save(path, card)
+
+
+def fitted_projection(views: dict, labels: np.ndarray, recipe: Recipe, seed: int,
+                      shrinkage: float = SHRINKAGE) -> Projection:
+    """The projection fitted on every view of these faces, carrying the stranger bank drawn from
+    them: what `train` saves, and what measuring it fits on the characters not left out."""
+    mean, matrix = fit_projection(np.concatenate(list(views.values())), np.concatenate([labels] * len(views)),
+                                  shrinkage=shrinkage)
     faces, characters = stranger_bank(views["original"], labels, seed)
-    strangers = Projection(mean, matrix, embedder.recipe)(faces)
-    card["stranger_bank"] = {"faces": len(faces), "characters": int(len(np.unique(characters))),
-                             "what": "projected faces of the training characters, original view"}
-    return Projection(mean, matrix, embedder.recipe, strangers, characters).save(path, card)
+    return Projection(mean, matrix, recipe, Projection(mean, matrix, recipe)(faces), characters)
 
 
 def stranger_bank(vectors: np.ndarray, labels: np.ndarray, seed: int,

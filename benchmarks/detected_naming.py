@@ -64,20 +64,17 @@ def verdict(faces, name) -> str:
 
 def projection_without(left_out_root: str, folder: Path) -> Path:
     """The shipped projection's recipe fitted on its training sets less one, with its stranger bank."""
-    from animeface.embed import Embedder, Projection, Recipe
-    from animeface.train import fit_projection, stranger_bank, training_features
+    from animeface.embed import Embedder, Recipe
+    from animeface.train import fitted_projection, training_features
 
     embedder = Embedder(BACKBONE, projection=None, recipe=Recipe())
     roots = [SHARED / "faces" / name for name in ("holoen20", "moeimouto10", "extra8")]
     views, labels, _ = training_features(embedder, roots, seed=0, progress=True)
     number = [r.name for r in roots].index(left_out_root)
     fit = ~np.char.startswith(labels.astype(str), f"{number}:")
-    mean, matrix = fit_projection(np.concatenate([v[fit] for v in views.values()]),
-                                  np.concatenate([labels[fit]] * len(views)))
-    faces, characters = stranger_bank(views["original"][fit], labels[fit], seed=0)
-    plain = Projection(mean, matrix, embedder.recipe)
-    return Projection(mean, matrix, embedder.recipe, plain(faces), characters).save(
-        folder / f"without-{left_out_root}", {"name": f"without-{left_out_root}", "backbone_id": embedder.backbone_id})
+    projection = fitted_projection({k: v[fit] for k, v in views.items()}, labels[fit], embedder.recipe, seed=0)
+    return projection.save(folder / f"without-{left_out_root}",
+                           {"name": f"without-{left_out_root}", "backbone_id": embedder.backbone_id})
 
 
 def main() -> None:

@@ -29,13 +29,13 @@ import numpy as np
 
 from animeface import metrics
 from animeface.detect import Box
-from animeface.embed import Embedder, Projection, Recipe
+from animeface.embed import Embedder, Recipe
 from animeface.gallery import Gallery
 from animeface.head import SoftmaxHead
 from animeface.models import STRANGER_REFUSAL
 from animeface.recognizer import Recognizer
 from animeface.thresholds import _similarity_per_class
-from animeface.train import FOLDS, SHRINKAGE, fit_projection, stranger_bank, training_features
+from animeface.train import FOLDS, SHRINKAGE, fitted_projection, training_features
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOTS = [SHARED / "faces" / name for name in ("holoen20", "moeimouto10", "extra8")]
@@ -124,11 +124,8 @@ def draw(labels, characters, shots, enrolled_count, rng):
 def fold_space(views, labels, fit, recipe, shrinkage):
     """Vectors of every face in the space of a projection fitted on the `fit` rows, and that
     projection, carrying the stranger bank of the fitted characters."""
-    mean, matrix = fit_projection(np.concatenate([v[fit] for v in views.values()]),
-                                  np.concatenate([labels[fit]] * len(views)), shrinkage=shrinkage)
-    plain = Projection(mean, matrix, recipe)
-    faces, characters = stranger_bank(views["original"][fit], labels[fit], seed=0)
-    return plain(views["original"]), Projection(mean, matrix, recipe, plain(faces), characters)
+    projection = fitted_projection({k: v[fit] for k, v in views.items()}, labels[fit], recipe, 0, shrinkage)
+    return projection(views["original"]), projection
 
 
 def interval(values, bootstrap, rng):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from animeface.head import SoftmaxHead
-from animeface.thresholds import Normaliser, calibrate
+from animeface.thresholds import Normaliser, calibrate, class_means
 
 DIM = 64
 
@@ -26,8 +26,8 @@ def named(head, rule, gallery, queries, bank=None, refusal=0.95):
     vectors, labels = gallery
     classes = list(dict.fromkeys(labels))
     y = np.array([classes.index(x) for x in labels])
-    normalise = Normaliser(vectors, y, len(classes), bank)
-    scores = normalise(queries @ normalise.means.T, queries)
+    means = class_means(vectors, y, len(classes))
+    scores = Normaliser(means, bank)(queries @ means.T, queries)
     log_probs = np.log(np.maximum(head.predict_proba(queries), 1e-6)) if head else np.zeros_like(scores)
     probs = rule.probabilities(scores, log_probs)
     top = probs.argmax(axis=1)
