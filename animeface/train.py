@@ -94,8 +94,8 @@ def training_features(embedder: Embedder, roots, seed: int, progress: bool):
     their character labels, and the files that could not be read.
 
     Cached in ANIMEFACE_CACHE/features by everything that shapes them (the embedder, the
-    seed, and each file's path, size and time), so training again with other settings,
-    or measuring, does not embed again.
+    seed, the labels and each file's content), so training again with other settings,
+    measuring, or the same pictures copied elsewhere does not embed again.
     """
     files, labels = [], []
     for number, root in enumerate(roots):
@@ -105,7 +105,7 @@ def training_features(embedder: Embedder, roots, seed: int, progress: bool):
     if not files:
         raise AnimefaceError("no pictures to train on")
     key = json.dumps([embedder.backbone_id, embedder.recipe.to_dict(), AUGMENTATION, seed, labels,
-                      [[str(f.resolve()), *_size_and_time(f)] for f in files]])
+                      [models.sha256_file(f) for f in files]])
     cached = models.cache_dir() / "features" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".npz")
     if cached.is_file():
         try:
@@ -119,11 +119,6 @@ def training_features(embedder: Embedder, roots, seed: int, progress: bool):
     np.savez(buffer, labels=labels, failed=np.array(failed, dtype=str), **views)
     write_bytes(cached, buffer.getvalue(), replace=True)
     return views, labels, failed
-
-
-def _size_and_time(path: Path) -> list[int]:
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _embed_views(embedder: Embedder, files: list[Path], seed: int, progress: bool):
