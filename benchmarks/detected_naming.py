@@ -1,16 +1,21 @@
 """Naming faces found by each detector in whole pictures, on characters no trained part has seen.
 
-Checks that the learned detector's boxes frame a face as the embedder's crops expect: for
-each character of ../shared/data/faces/extra8, 10 crops are enrolled whole; each of the next 15 is pasted, at several sizes and places,
-into a drawn 1280x960 picture, and the picture is named with each detector. A picture is
-right when a face gets the character's name and no face gets another; wrong when any face
-gets another name; else nothing named. The crops named whole are the ceiling.
+Checks that the detectors' boxes frame a face as the embedder expects. Each training set of
+../shared/data/faces is left out in turn: the recognizers use a projection (and stranger bank)
+fitted by the shipped recipe on the other two sets, from the features `animeface train`
+caches (the first run embeds the three sets, about 15 minutes on 2 cores). For 8 characters of
+the left-out set, 10 face crops each are enrolled and the next ones are named; every crop is
+also pasted, at 200-450 px, into a drawn 1280x960 picture. Three ways:
 
-The shipped projection was trained on extra8 too, so the recognizers use one made by the same
-recipe without extra8's characters (from the features `animeface train` caches: the first run
-embeds the three training sets, about 15 minutes on 2 cores).
+- crops -> crops: crops enrolled and named whole (the ceiling);
+- crops -> pictures: crops enrolled whole, pictures named through the detector;
+- pictures -> pictures: pictures enrolled and named through the detector (a user who enrolls
+  whole illustrations).
 
-    PYTHONPATH=. python benchmarks/detected_naming.py [--per-character 15]
+A picture is right when a face gets the character's name and no face gets another; wrong when
+any face gets another name; else nothing is named.
+
+    PYTHONPATH=. python benchmarks/detected_naming.py [--tested 10] [--margin 0.25]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import cv2
@@ -28,11 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import animeface  # noqa: E402
 from animeface.io import load_image  # noqa: E402
+from animeface.models import DETECTORS  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 CASCADE = SHARED / "cascades" / "lbpcascade_animeface.xml"
 WEIGHTS = SHARED / "models" / "faceboxes" / "FaceBoxes_epoch_90.pth"
 BACKBONE = str(SHARED / "models" / "inception_v3_imagenet_to_mixed8.weights.h5")
+SETS = ("holoen20", "moeimouto10", "extra8")
+CHARACTERS = 8
 ENROLLED = 10
 
 
@@ -62,52 +71,66 @@ def verdict(faces, name) -> str:
     return "right" if name in labels else "none"
 
 
-def projection_without(left_out_root: str, folder: Path) -> Path:
-    """The shipped projection's recipe fitted on its training sets less one, with its stranger bank."""
+def projection_without(left_out: str, folder: Path) -> Path:
+    """The shipped projection's recipe fitted on the training sets less one, with its stranger bank."""
     from animeface.embed import Embedder, Recipe
     from animeface.train import fitted_projection, training_features
 
     embedder = Embedder(BACKBONE, projection=None, recipe=Recipe())
-    roots = [SHARED / "faces" / name for name in ("holoen20", "moeimouto10", "extra8")]
-    views, labels, _ = training_features(embedder, roots, seed=0, progress=True)
-    number = [r.name for r in roots].index(left_out_root)
-    fit = ~np.char.startswith(labels.astype(str), f"{number}:")
+    views, labels, _ = training_features(embedder, [SHARED / "faces" / name for name in SETS], seed=0, progress=True)
+    fit = ~np.char.startswith(labels.astype(str), f"{SETS.index(left_out)}:")
     projection = fitted_projection({k: v[fit] for k, v in views.items()}, labels[fit], embedder.recipe, seed=0)
-    return projection.save(folder / f"without-{left_out_root}",
-                           {"name": f"without-{left_out_root}", "backbone_id": embedder.backbone_id})
+    return projection.save(folder / f"without-{left_out}", {"name": f"without-{left_out}", "backbone_id": embedder.backbone_id})
+
+
+def measure(left_out: str, tested: int, margin: dict, folder: Path) -> dict:
+    """Shares right / wrong / none for each way of enrolling and naming, with each detector."""
+    rng = np.random.default_rng(0)
+    projection = projection_without(left_out, folder)
+
+    def recognizer(name, kind="faceboxes"):
+        return animeface.Recognizer(folder / left_out / name, backbone=BACKBONE, cascade=CASCADE, detector=kind,
+                                    projection=projection, progress=False, **margin)
+
+    from_crops = {kind: recognizer(f"crops-{kind}", kind) for kind in DETECTORS}
+    from_pictures = {kind: recognizer(f"pictures-{kind}", kind) for kind in DETECTORS}
+    tests = []
+    for folder_ in sorted(p for p in (SHARED / "faces" / left_out).iterdir() if p.is_dir())[:CHARACTERS]:
+        files = sorted(folder_.iterdir())
+        crops = [load_image(f) for f in files[:ENROLLED]]
+        pictures = [pasted(crop, rng) for crop in crops]
+        for kind in DETECTORS:
+            from_crops[kind].enroll(folder_.name, crops, faces="whole")
+            from_pictures[kind].enroll(folder_.name, pictures)
+        tests += [(folder_.name, load_image(f)) for f in files[ENROLLED:ENROLLED + tested]]
+    ways = {"crops -> crops": [], **{f"{w} -> pictures, {kind}": [] for w in ("crops", "pictures") for kind in from_crops}}
+    for name, crop in tests:
+        picture = pasted(crop, rng)
+        ways["crops -> crops"].append(verdict(from_crops["cascade"].identify(crop, faces="whole"), name))
+        for kind in DETECTORS:
+            ways[f"crops -> pictures, {kind}"].append(verdict(from_crops[kind].identify(picture), name))
+            ways[f"pictures -> pictures, {kind}"].append(verdict(from_pictures[kind].identify(picture), name))
+    return {way: {v: answers.count(v) / len(answers) for v in ("right", "wrong", "none")} for way, answers in ways.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-character", type=int, default=15)
+    parser.add_argument("--tested", type=int, default=10, help="pictures named per character (default 10)")
     parser.add_argument("--margin", type=float, default=None, help="crop margin (default: the Recognizer's)")
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="training sets to leave out in turn")
     args = parser.parse_args()
+    warnings.simplefilter("ignore")
     os.environ.setdefault("ANIMEFACE_DETECTOR", str(WEIGHTS))  # the shared weights, by the path users' downloads take
-    rng = np.random.default_rng(0)
-    characters = sorted(p for p in (SHARED / "faces" / "extra8").iterdir() if p.is_dir())
+    margin = {} if args.margin is None else {"margin": args.margin}
     with tempfile.TemporaryDirectory() as tmp:
-        margin = {} if args.margin is None else {"margin": args.margin}
-        projection = projection_without("extra8", Path(tmp))
-        recs = {kind: animeface.Recognizer(Path(tmp) / kind, backbone=BACKBONE, cascade=CASCADE, detector=kind,
-                                           projection=projection, progress=False, **margin)
-                for kind in ("faceboxes", "cascade")}
-        tests = []
-        for folder in characters:
-            files = sorted(folder.iterdir())
-            for rec in recs.values():
-                rec.enroll(folder.name, files[:ENROLLED], faces="whole")
-            tests += [(folder.name, load_image(f)) for f in files[ENROLLED:ENROLLED + args.per_character]]
-        counts = {kind: {"right": 0, "wrong": 0, "none": 0} for kind in ("whole crop", *recs)}
-        for name, crop in tests:
-            counts["whole crop"][verdict(recs["cascade"].identify(crop, faces="whole"), name)] += 1
-            picture = pasted(crop, rng)
-            for kind, rec in recs.items():
-                counts[kind][verdict(rec.identify(picture, faces="auto"), name)] += 1
-    print(f"{len(characters)} left-out characters, {ENROLLED} enrolled each, {len(tests)} test pictures\n")
-    print("| faces from | named right | wrong name | nothing named |")
-    print("|---|---|---|---|")
-    for kind, c in counts.items():
-        print(f"| {kind} | {c['right'] / len(tests):.1%} | {c['wrong'] / len(tests):.1%} | {c['none'] / len(tests):.1%} |")
+        results = {left_out: measure(left_out, args.tested, margin, Path(tmp)) for left_out in args.sets}
+    print(f"\n{CHARACTERS} characters per left-out set, {ENROLLED} enrolled each, {args.tested} named each; "
+          f"margin {args.margin if args.margin is not None else 'default'}\n")
+    print("| left out | enrolled -> named | named right | wrong name | nothing named |")
+    print("|---|---|---|---|---|")
+    for left_out, ways in results.items():
+        for way, shares in ways.items():
+            print(f"| {left_out} | {way} | {shares['right']:.1%} | {shares['wrong']:.1%} | {shares['none']:.1%} |")
 
 
 if __name__ == "__main__":
