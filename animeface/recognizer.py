@@ -338,6 +338,15 @@ class Recognizer:
         return Clusters(found, vectors, group(vectors, threshold, pictures=pictures), threshold, named, failed,
                         thumbs if thumbnails else None)
 
+    def identify_video(self, path: os.PathLike, every: float = 0.25, thumbnails: bool = False):
+        """The faces of a video as tracks (video.Track: start and end in seconds, the face named once
+        from the mean of its vectors, its box at its best frame), each yielded as it ends. Frames
+        are sampled every `every` seconds; memory stays flat however long the clip is. A file that
+        is no readable video raises ImageError naming it; a truncated one yields what was read first."""
+        from .video import Clip, follow
+
+        return follow(self, Clip(path), every, thumbnails)
+
     def enroll_group(self, name: str, run: os.PathLike, number: int) -> EnrollReport:
         """Enroll every face of group `number` (1 = the largest) of a run saved by `cluster --out`,
         from its saved vectors: nothing is embedded again. As enroll, one face per picture, and
