@@ -124,6 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
     p.add_argument("--json", action="store_true", help="print one JSON object per picture, as each is done")
 
+    p = _command(sub, "video", "name the characters through video clips, as tracks on a timeline", cmd_video,
+                 "animeface video episode01.mkv\n"
+                 "animeface video clips/ --every 0.5 --out timeline/   # then open timeline/timeline.html\n"
+                 "animeface video episode01.mkv --json")
+    p.add_argument("paths", nargs="+", metavar="CLIP",
+                   help="video files (mp4, mkv, webm, avi, animated GIF: what OpenCV reads) or folders")
+    p.add_argument("--every", type=_seconds, default=0.25, metavar="SECONDS",
+                   help="seconds between the frames looked at (default 0.25: 4 a second); a track's start and end "
+                        "are known to within this")
+    p.add_argument("--out", metavar="DIR", help="write timeline.html (one lane per character, with thumbnails), "
+                                                "timeline.png and tracks.csv here (never replacing a file)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per track as each ends, and one per clip when it is done")
+
     p = _command(sub, "cluster", "group the faces nobody has enrolled by character", cmd_cluster,
                  "animeface cluster new_pictures/ --out groups/    # then open groups/index.html\n"
                  "animeface enroll 'Hatsune Miku' --cluster 1 --from groups/\n"
@@ -260,6 +274,16 @@ def _share(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    """--every: a number of seconds above 0."""
+    from .video import check_every
+
+    try:
+        return check_every(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 (such as 0.25), got {text!r}") from None
+
+
 def gallery_path(args) -> Path:
     """The folder --gallery names, else the default gallery's."""
     from .recognizer import default_gallery_path
@@ -311,17 +335,17 @@ def _status(done: int, failed: int) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def _pictures(paths) -> list[tuple[Path, Path]]:
+def _pictures(paths, suffixes=None, kind: str = "pictures") -> list[tuple[Path, Path]]:
     """(file, its path relative to the folder given, or its name for a file given) for each input;
-    a folder with no pictures is said on stderr."""
-    from .io import iter_image_files
+    folders give their files of these suffixes (default: pictures), and one with none is said on stderr."""
+    from .io import IMAGE_SUFFIXES, iter_image_files
 
     out = []
     for given in map(Path, paths):
-        found = iter_image_files([given])
+        found = iter_image_files([given], suffixes or IMAGE_SUFFIXES)
         if given.is_dir():
             if not found:
-                _say(f"no pictures in {given}")
+                _say(f"no {kind} in {given}")
             out += [(f, f.relative_to(given)) for f in found]
         else:
             out.append((given, Path(given.name)))
@@ -464,6 +488,56 @@ def cmd_identify(args) -> int:
             for line in [face_text(f) for f in faces] or ["no face"]:
                 print(f"{path}: {line}", flush=True)
     return _status(done, failed)
+
+
+def cmd_video(args) -> int:
+    """Each clip's tracks as they end, then its time on screen per character; a clip that cannot be
+    read is said and the others carry on; a truncated one reports what was read, and counts as failed."""
+    from . import timeline
+    from .errors import ImageError
+    from .video import VIDEO_SUFFIXES, Clip, follow, on_screen
+
+    if args.out:
+        timeline.check_free(Path(args.out))  # before minutes of work, not after
+    rec = open_recognizer(args)
+    _warn_if_empty(rec)
+    clips = [path for path, _ in _pictures(args.paths, VIDEO_SUFFIXES, "videos")]
+    if clips:
+        load_embedder(rec, args)
+    runs, failed = [], 0
+    for path in clips:
+        run = timeline.ClipRun(str(path))
+        runs.append(run)
+        try:
+            clip = Clip(path)
+            try:
+                for track in follow(rec, clip, args.every, thumbnails=bool(args.out)):
+                    run.tracks.append(track)
+                    if args.json:
+                        print(json.dumps({"clip": run.clip, **track.to_dict()}, ensure_ascii=False), flush=True)
+                    else:
+                        print(f"{path}: {track.start:.2f}-{track.end:.2f} s {face_text(track.face)} "
+                              f"(track {track.number}, {track.frames} frames, box at {track.at:.2f} s)", flush=True)
+            finally:
+                run.seconds, run.sampled = clip.seconds, clip.sampled
+        except ImageError as exc:
+            run.error = str(exc)
+            failed += 1
+        screen = on_screen(run.tracks)
+        if args.json:
+            print(json.dumps({"clip": run.clip, "error": run.error, "seconds": round(run.seconds, 3),
+                              "sampled": run.sampled, "tracks": len(run.tracks),
+                              "on_screen": [{"label": k, "seconds": round(v, 3)} for k, v in screen.items()]},
+                             ensure_ascii=False), flush=True)
+        elif run.sampled:
+            time = ", ".join(f"{k or 'unknown'} {v:.1f} s" for k, v in screen.items()) or "no faces"
+            print(f"{path}: {run.seconds:.1f} s, {run.sampled} frames sampled, {len(run.tracks)} track(s); "
+                  f"on screen: {time}", flush=True)
+        if run.error:
+            _failed(run.error)
+    if args.out and runs:
+        print(f"timeline: {timeline.write(Path(args.out), runs)}", file=sys.stderr if args.json else sys.stdout)
+    return _status(len(clips) - failed, failed)
 
 
 def cmd_detect(args) -> int:

@@ -127,6 +127,17 @@ def remove_leftover_files(folder: Path, of: str | None = None) -> None:
             path.unlink(missing_ok=True)
 
 
+def taken(folder: Path, names) -> str | None:
+    """Why output cannot go into folder (it is no folder, or already holds one of names), or None:
+    a run never replaces a file."""
+    if os.path.lexists(folder) and not folder.is_dir():
+        return f"{folder} exists and is not a folder: choose a new folder for --out"
+    for name in names:
+        if os.path.lexists(folder / name):
+            return f"{folder / name} already exists: choose a new folder for --out"
+    return None
+
+
 def inside(root: Path, path: Path) -> bool:
     """Whether path, with every link followed, lies inside root."""
     try:

@@ -37,7 +37,7 @@ SAME_FACE = 0.6
 #: ... and when its box overlaps the track's last box by this IoU, or its centre lies within
 #: REACH box sides of it (a pan or a zoom between two samples).
 MIN_IOU = 0.2
-REACH = 1.0
+REACH = 2.0
 #: A track survives this many samples without its face (a detection missed) before it ends.
 MAX_MISSED = 1
 #: Bhattacharyya distance between the colour histograms of two samples that makes a scene cut.
@@ -85,7 +85,13 @@ class Clip:
         name = str(path)
         with open_file(self.path, name, limit=math.inf):
             pass  # a FIFO, a device, a folder or an empty file is refused before FFmpeg blocks on it
-        self._capture = cv2.VideoCapture(name, cv2.CAP_FFMPEG)
+        log = cv2.utils.logging
+        level = log.getLogLevel()
+        log.setLogLevel(log.LOG_LEVEL_SILENT)  # its lines on a file it cannot read say less than the ImageError
+        try:
+            self._capture = cv2.VideoCapture(name, cv2.CAP_FFMPEG)
+        finally:
+            log.setLogLevel(level)
         if not self._capture.isOpened():
             raise ImageError(f"{name}: not a video OpenCV can read (an unknown format or codec, or a damaged "
                              "or truncated file)")
