@@ -137,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "timeline.png and tracks.csv here (never replacing a file)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per track as each ends, and one per clip when it is done")
+    p.add_argument("--group-unknown", action="store_true",
+                   help="with --out: group the unknown tracks by character as 'animeface cluster' does, and save "
+                        "the groups there (index.html), for 'animeface enroll NAME --cluster ID --from DIR'; a group "
+                        "needs at least 5 tracks. Needs no gallery: without one, every track is grouped")
+    p.add_argument("--similarity", type=float, metavar="S",
+                   help="with --group-unknown: mean cosine similarity two groups need to merge (default: from the "
+                        "embedder's calibration; higher gives smaller, purer groups)")
 
     p = _command(sub, "cluster", "group the faces nobody has enrolled by character", cmd_cluster,
                  "animeface cluster new_pictures/ --out groups/    # then open groups/index.html\n"
@@ -495,12 +502,20 @@ def cmd_video(args) -> int:
     read is said and the others carry on; a truncated one reports what was read, and counts as failed."""
     from . import timeline
     from .errors import ImageError
-    from .video import VIDEO_SUFFIXES, Clip, follow, on_screen
+    from .cluster import check_free
+    from .video import VIDEO_SUFFIXES, Clip, follow, group_unknown, on_screen
 
+    if args.group_unknown and not args.out:
+        raise UsageError("video: --group-unknown saves its groups in --out DIR: give one")
+    if args.similarity is not None and not args.group_unknown:
+        raise UsageError("video: --similarity goes with --group-unknown")
     if args.out:
         timeline.check_free(Path(args.out))  # before minutes of work, not after
-    rec = open_recognizer(args)
-    _warn_if_empty(rec)
+        if args.group_unknown:
+            check_free(Path(args.out))
+    rec = open_recognizer(args, create=args.group_unknown)  # grouping needs no gallery
+    if not args.group_unknown:
+        _warn_if_empty(rec)
     clips = [path for path, _ in _pictures(args.paths, VIDEO_SUFFIXES, "videos")]
     if clips:
         load_embedder(rec, args)
@@ -535,8 +550,14 @@ def cmd_video(args) -> int:
                   f"on screen: {time}", flush=True)
         if run.error:
             _failed(run.error)
+    said = sys.stderr if args.json else sys.stdout
     if args.out and runs:
-        print(f"timeline: {timeline.write(Path(args.out), runs)}", file=sys.stderr if args.json else sys.stdout)
+        print(f"timeline: {timeline.write(Path(args.out), runs)}", file=said)
+    if args.group_unknown and runs:
+        groups = group_unknown(rec, [(run.clip, run.tracks) for run in runs], args.similarity)
+        sheet = groups.save(Path(args.out), rec.run_description())
+        print(f"unknown tracks: {groups.count} group(s), {len(groups.ungrouped)} ungrouped; contact sheet: {sheet}; "
+              f"name a group with 'animeface enroll NAME --cluster ID --from {args.out}'", file=said)
     return _status(len(clips) - failed, failed)
 
 

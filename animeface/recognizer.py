@@ -29,6 +29,7 @@ from .gallery import Gallery, box_problem, locked, validate_name
 from .head import SoftmaxHead
 from .io import ImageLike, available_cores, describe, iter_image_files, load_image, pipelined, read_file
 from .thresholds import STRANGER_REFUSAL, Calibration, Normaliser, calibrate, check_refusal
+from .video import DEFAULT_EVERY
 
 if TYPE_CHECKING:
     from .cluster import Clusters
@@ -338,7 +339,7 @@ class Recognizer:
         return Clusters(found, vectors, group(vectors, threshold, pictures=pictures), threshold, named, failed,
                         thumbs if thumbnails else None)
 
-    def identify_video(self, path: os.PathLike, every: float = 0.25, thumbnails: bool = False):
+    def identify_video(self, path: os.PathLike, every: float = DEFAULT_EVERY, thumbnails: bool = False):
         """The faces of a video as tracks (video.Track: start and end in seconds, the face named once
         from the mean of its vectors, its box at its best frame), each yielded as it ends. Frames
         are sampled every `every` seconds; memory stays flat however long the clip is. A file that

@@ -14,6 +14,7 @@ embedded, so memory stays flat however long the clip is.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class Track:
     face: object  # recognizer.Face
     at: float
     thumbnail: bytes | None = field(default=None, repr=False)
+    #: The unit mean of its vectors, which named it (and groups it with --group-unknown).
+    vector: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str | None:
@@ -154,7 +157,7 @@ class _Open:
     last: float
     box: Box
     total: np.ndarray
-    frames: int = 1
+    frames: int = 0
     missed: int = 0
     best: Box | None = None
     at: float = 0.0
@@ -179,13 +182,13 @@ def follow(recognizer, clip: Clip, every: float = DEFAULT_EVERY, thumbnails: boo
     of what was read, then raises its ImageError."""
     every = check_every(every)
     tracks: list[_Open] = []
-    numbers = iter(range(1, 1 << 62))
+    numbers = itertools.count(1)
     previous = None
 
     def ended(track: _Open) -> Track:
         face = recognizer.name_faces(track.mean[None], [track.best])[0]
         end = min(track.last + every, clip.seconds)
-        return Track(track.number, track.start, end, track.frames, face, track.at, track.thumbnail)
+        return Track(track.number, track.start, end, track.frames, face, track.at, track.thumbnail, track.mean)
 
     try:
         for t, boxes, vectors, crops, colours in _embedded(recognizer, clip.samples(every)):
@@ -196,7 +199,7 @@ def follow(recognizer, clip: Clip, every: float = DEFAULT_EVERY, thumbnails: boo
             matched = _match(tracks, boxes, vectors)
             for j, (box, vector, crop) in enumerate(zip(boxes, vectors, crops)):
                 if j not in matched:
-                    matched[j] = _Open(next(numbers), t, t, box, np.zeros_like(vector), frames=0)
+                    matched[j] = _Open(next(numbers), t, t, box, np.zeros_like(vector))
                     tracks.append(matched[j])
                 matched[j].see(t, box, vector, crop, thumbnails)
             still = []
@@ -300,3 +303,30 @@ def on_screen(tracks) -> dict[str | None, float]:
                 reached = end
         seconds[label] = total
     return dict(sorted(seconds.items(), key=lambda item: -item[1]))
+
+
+def group_unknown(recognizer, runs, threshold: float | None = None):
+    """The unknown tracks of clips, [(clip, tracks), ...], grouped by character as `cluster` groups
+    faces (cluster.Clusters; tracks the gallery named are set aside), so that a person can enroll
+    a character straight from a video: save it, then `enroll NAME --cluster ID --from DIR`. A
+    track's id in place of a picture's sha256 is the hash of its clip, span and box."""
+    import hashlib
+
+    from .cluster import ClusterFace, Clusters, checked, group, threshold_from
+
+    threshold = threshold_from(recognizer.embedder.pair_similarity) if threshold is None else checked(threshold)
+    faces, vectors, thumbnails, named = [], [], [], []
+    for clip, tracks in runs:
+        for t in tracks:
+            source = f"{clip} {t.start:.2f}-{t.end:.2f} s"
+            box = [int(v) for v in t.face.box]
+            face = ClusterFace(source, box, hashlib.sha256(f"{os.path.abspath(clip)}\0{source}\0{box}".encode(
+                "utf-8", "backslashreplace")).hexdigest())
+            if t.label is not None:
+                named.append((face, t.label))
+                continue
+            faces.append(face)
+            vectors.append(t.vector)
+            thumbnails.append(t.thumbnail or b"")
+    vectors = np.stack(vectors) if vectors else np.zeros((0, recognizer.embedder.dim), np.float32)
+    return Clusters(faces, vectors, group(vectors, threshold), threshold, named, [], thumbnails)

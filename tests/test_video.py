@@ -3,6 +3,7 @@ zoomed, with hard cuts between shots, written by OpenCV's video writer; named on
 
 import csv
 import json
+import shutil
 from contextlib import contextmanager
 
 import cv2
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from animeface import Recognizer
-from animeface.cli import EXIT_ERROR, EXIT_SOME_FAILED, EXIT_USAGE, main
+from animeface.cli import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 from animeface.video import on_screen
 
 from conftest import CASCADE, FACEBOXES, SHARED, crops
@@ -187,3 +188,32 @@ def test_the_output_folder_is_never_written_over_and_every_must_be_positive(caps
     with pytest.raises(SystemExit) as stop:
         main(["video", str(tmp_path / "any.mp4"), "--every", "0"])
     assert stop.value.code == EXIT_USAGE and "--every" in capsys.readouterr().err
+
+
+def test_unknown_tracks_are_grouped_by_character_and_a_group_can_be_enrolled(capsys, tmp_path, real_gallery,
+                                                                             monkeypatch):
+    """Two characters nobody enrolled, in alternating shots: their tracks are grouped, no group mixes
+    them, and a group is enrolled from the saved run as a cluster run's group is."""
+    monkeypatch.setenv("ANIMEFACE_BACKBONE", str(WEIGHTS))
+    shots = [shot for i in range(7) for shot in (("kronii", 60 + i, 0.75, "still"), ("fauna", 60 + i, 0.75, "pan"))]
+    spans = write_clip(tmp_path / "strangers.mp4", shots)
+    out = tmp_path / "out"
+    gallery = tmp_path / "gallery"
+    shutil.copytree(real_gallery, gallery)
+    code = main(["video", str(tmp_path / "strangers.mp4"), "--gallery", str(gallery), "--every", "0.5",
+                 "--out", str(out), "--group-unknown", "-q"])
+    assert code == EXIT_OK, capsys.readouterr().err
+    run = json.loads((out / "cluster.json").read_text(encoding="utf-8"))
+
+    def who(face):  # the shot the track began in
+        start = float(face["source"].rsplit(" ", 2)[1].split("-")[0])
+        return next(name for name, s, e in spans if s <= start < e)
+
+    groups = {}
+    for face in run["faces"]:
+        if face["group"]:
+            groups.setdefault(face["group"], []).append(who(face))
+    assert groups and all(len(set(members)) == 1 for members in groups.values()), groups
+    capsys.readouterr()
+    assert main(["enroll", groups[1][0], "--cluster", "1", "--from", str(out), "--gallery", str(gallery)]) == EXIT_OK
+    assert Recognizer.open(gallery, backbone=str(WEIGHTS)).characters[groups[1][0]] == len(groups[1])
