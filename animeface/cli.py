@@ -38,6 +38,8 @@ FACES_HELP = ("how pictures become faces: detect (detected faces only), whole (e
               "one face found, is taken whole as a face crop, and the output says so)")
 #: Formats an annotated copy keeps; others (GIF) are written as PNG.
 WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Containers video --annotate writes (mp4v video in each).
+ANNOTATED_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
 
 
 def main(argv=None) -> int:
@@ -137,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "timeline.png and tracks.csv here (never replacing a file)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per track as each ends, and one per clip when it is done")
+    p.add_argument("--annotate", metavar="OUT", help="write the clip (one CLIP only) again to OUT (.mp4, .m4v, .mov, "
+                                                      ".avi or .mkv; never replacing a file) with each track's box "
+                                                      "and name drawn")
     p.add_argument("--group-unknown", action="store_true",
                    help="with --out: group the unknown tracks by character as 'animeface cluster' does, and save "
                         "the groups there (index.html), for 'animeface enroll NAME --cluster ID --from DIR'; a group "
@@ -503,12 +508,19 @@ def cmd_video(args) -> int:
     from . import timeline
     from .errors import ImageError
     from .cluster import check_free
-    from .video import VIDEO_SUFFIXES, Clip, follow, group_unknown, on_screen
+    from .video import VIDEO_SUFFIXES, Clip, annotate, follow, group_unknown, on_screen
 
     if args.group_unknown and not args.out:
         raise UsageError("video: --group-unknown saves its groups in --out DIR: give one")
     if args.similarity is not None and not args.group_unknown:
         raise UsageError("video: --similarity goes with --group-unknown")
+    if args.annotate:
+        if len(args.paths) != 1 or Path(args.paths[0]).is_dir():
+            raise UsageError("video: --annotate OUT takes one CLIP, not several or a folder")
+        if Path(args.annotate).suffix.lower() not in ANNOTATED_SUFFIXES:
+            raise UsageError(f"video: --annotate: name the file {', '.join(ANNOTATED_SUFFIXES)}")
+        if os.path.lexists(args.annotate):
+            raise AnimefaceError(f"{args.annotate} already exists: choose a new name for --annotate")
     if args.out:
         timeline.check_free(Path(args.out))  # before minutes of work, not after
         if args.group_unknown:
@@ -535,6 +547,9 @@ def cmd_video(args) -> int:
                               f"(track {track.number}, {track.frames} frames, box at {track.at:.2f} s)", flush=True)
             finally:
                 run.seconds, run.sampled = clip.seconds, clip.sampled
+            if args.annotate:
+                annotate(Clip(path), run.tracks, Path(args.annotate))
+                print(f"annotated: {args.annotate}", file=sys.stderr if args.json else sys.stdout)
         except ImageError as exc:
             run.error = str(exc)
             failed += 1

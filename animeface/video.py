@@ -24,6 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from .boxes import Box
+from . import files
 from .crop import thumbnail_jpeg
 from .errors import ImageError
 from .io import max_pixels, open_file
@@ -62,6 +63,8 @@ class Track:
     thumbnail: bytes | None = field(default=None, repr=False)
     #: The unit mean of its vectors, which named it (and groups it with --group-unknown).
     vector: np.ndarray | None = field(default=None, repr=False)
+    #: (seconds, box) at each sample it was seen in.
+    sightings: list = field(default_factory=list, repr=False)
 
     @property
     def label(self) -> str | None:
@@ -109,13 +112,13 @@ class Clip:
         #: Frames sampled so far.
         self.sampled = 0
 
-    def samples(self, every: float = DEFAULT_EVERY) -> Iterator[tuple[float, np.ndarray]]:
-        """(seconds, RGB frame) every `every` seconds. Every frame is decoded (a frame of most codecs
-        needs the ones before it) but only the sampled ones are converted into pictures."""
+    def samples(self, every: float | None = DEFAULT_EVERY) -> Iterator[tuple[float, np.ndarray]]:
+        """(seconds, RGB frame) every `every` seconds (None: every frame). Every frame is decoded (a
+        frame of most codecs needs the ones before it) but only the sampled ones are converted into pictures."""
         import cv2
 
         capture, name = self._capture, str(self.path)
-        check_every(every)
+        every = 0.0 if every is None else check_every(every)
         index, due = 0, 0.0
         try:
             while capture.grab():
@@ -128,7 +131,7 @@ class Clip:
                 ok, bgr = capture.retrieve()
                 if not ok or bgr is None:
                     break
-                while due <= t + 1e-6:
+                while every and due <= t + 1e-6:
                     due += every
                 self.sampled += 1
                 yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -162,6 +165,7 @@ class _Open:
     best: Box | None = None
     at: float = 0.0
     thumbnail: bytes | None = None
+    sightings: list = field(default_factory=list)
 
     @property
     def mean(self) -> np.ndarray:
@@ -169,6 +173,7 @@ class _Open:
 
     def see(self, t: float, box: Box, vector: np.ndarray, crop: np.ndarray | None, thumbnails: bool) -> None:
         self.last, self.box, self.missed = t, box, 0
+        self.sightings.append((t, box))
         self.total = self.total + vector
         self.frames += 1
         if self.best is None or box.score > self.best.score:
@@ -188,7 +193,8 @@ def follow(recognizer, clip: Clip, every: float = DEFAULT_EVERY, thumbnails: boo
     def ended(track: _Open) -> Track:
         face = recognizer.name_faces(track.mean[None], [track.best])[0]
         end = min(track.last + every, clip.seconds)
-        return Track(track.number, track.start, end, track.frames, face, track.at, track.thumbnail, track.mean)
+        return Track(track.number, track.start, end, track.frames, face, track.at, track.thumbnail, track.mean,
+                     track.sightings)
 
     try:
         for t, boxes, vectors, crops, colours in _embedded(recognizer, clip.samples(every)):
@@ -330,3 +336,39 @@ def group_unknown(recognizer, runs, threshold: float | None = None):
             thumbnails.append(t.thumbnail or b"")
     vectors = np.stack(vectors) if vectors else np.zeros((0, recognizer.embedder.dim), np.float32)
     return Clusters(faces, vectors, group(vectors, threshold), threshold, named, [], thumbnails)
+
+
+def annotate(clip: Clip, tracks, target: Path) -> None:
+    """Write the clip again to target (mp4 or avi, as OpenCV's writer makes them) with each track's
+    box and name drawn on every frame of its span, the box where it was last seen; atomically, and
+    never over a file (FileExistsError)."""
+    import bisect
+
+    import cv2
+
+    from .detect import draw_boxes
+
+    seen = [(t, [s for s, _ in t.sightings]) for t in tracks if t.sightings]
+
+    def fill(path: Path) -> None:
+        writer = None
+        try:
+            for t, rgb in clip.samples(None):
+                if writer is None:
+                    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), clip.fps or 25.0,
+                                             (rgb.shape[1], rgb.shape[0]))
+                    if not writer.isOpened():
+                        raise ImageError(f"{target}: OpenCV cannot write a video of this kind; name it .mp4 or .avi")
+                shown = [(track.sightings[bisect.bisect_right(times, t + 1e-6) - 1][1], _caption(track))
+                         for track, times in seen if track.start <= t + 1e-6 < track.end]
+                drawn = draw_boxes(rgb, [box for box, _ in shown], [caption for _, caption in shown])
+                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        finally:
+            if writer is not None:
+                writer.release()
+
+    files.write_named(Path(target), fill)
+
+
+def _caption(track) -> str:
+    return f"{track.label} {track.face.score:.2f}" if track.label else "unknown"

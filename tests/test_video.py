@@ -217,3 +217,28 @@ def test_unknown_tracks_are_grouped_by_character_and_a_group_can_be_enrolled(cap
     capsys.readouterr()
     assert main(["enroll", groups[1][0], "--cluster", "1", "--from", str(out), "--gallery", str(gallery)]) == EXIT_OK
     assert Recognizer.open(gallery, backbone=str(WEIGHTS)).characters[groups[1][0]] == len(groups[1])
+
+
+def frames_of(path):
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(read[1].astype(np.int16))
+    return frames
+
+
+def test_annotate_writes_the_clip_again_with_each_track_drawn_and_never_over_a_file(capsys, tmp_path, real_gallery,
+                                                                                    monkeypatch):
+    monkeypatch.setenv("ANIMEFACE_BACKBONE", str(WEIGHTS))
+    clip, target = tmp_path / "clip.mp4", tmp_path / "named.mp4"
+    write_clip(clip, [("irys", 90, 1.5, "still")])
+    argv = ["video", str(clip), "--gallery", str(real_gallery), "--every", "0.5", "--annotate", str(target), "-q"]
+    assert main(argv) == EXIT_OK
+    original, annotated = frames_of(clip), frames_of(target)
+    assert len(annotated) == len(original) == round(1.5 * FPS)
+    # every frame carries the box and its caption: many pixels changed far beyond the codec's noise
+    assert all((np.abs(a - o).max(axis=2) > 80).sum() > 500 for a, o in zip(annotated, original))
+    written = target.read_bytes()
+    capsys.readouterr()
+    assert main(argv) == EXIT_ERROR and "already exists" in capsys.readouterr().err
+    assert target.read_bytes() == written and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "named.mp4"]
