@@ -8,7 +8,9 @@ characters on the real weights; then measures, side by side in one run, the repe
                   decoded, only the sampled ones converted to pictures);
   - video R/s:    video.follow(): sampling, detection, embedding, tracking, naming,
 for R = 1, 2 and 4. Model conversion and warm-up are outside the timings. Prints the median
-real-time factor of each, and the whole pipeline's share of time spent decoding.
+real-time factor of each, by the clock and by this process's CPU time spread over the cores
+(what the clock would give on idle cores: on a machine others load, the clock's figure is
+lower), and the whole pipeline's share of time spent decoding.
 
     PYTHONPATH=. python benchmarks/video_speed.py [--seconds 30] [--repeats 3]
 """
@@ -94,18 +96,24 @@ def main() -> None:
             jobs[f"sample {rate}/s"] = lambda rate=rate: sample(clip, rate)
             jobs[f"video {rate}/s"] = lambda rate=rate: video(rec, clip, rate)
         times = {name: [] for name in jobs}
+        cpu = {name: [] for name in jobs}
         for _ in range(args.repeats):
             for name, job in jobs.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 job()
                 times[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
         tracks = video(rec, clip, 2)
     median = {name: statistics.median(t) for name, t in times.items()}
+    cores = available_cores()
     print(f"{args.seconds:g} s of {SIZE[0]}x{SIZE[1]} mp4v video at {FPS} frames/s, {len(CHARACTERS)} shots a "
-          f"cycle, {tracks} tracks at 2/s; {available_cores()} cores; median of {args.repeats}")
-    print(f"{'':<12} {'seconds':>8} {'real-time factor':>17}")
+          f"cycle, {tracks} tracks at 2/s; {cores} cores, load average {os.getloadavg()[0]:.1f} at the end; "
+          f"median of {args.repeats}")
+    print(f"{'':<12} {'seconds':>8} {'real-time factor':>17} {'CPU seconds':>12} {'by CPU time':>12}")
     for name, seconds in median.items():
-        print(f"{name:<12} {seconds:8.2f} {args.seconds / seconds:16.2f}x")
+        used = statistics.median(cpu[name])
+        print(f"{name:<12} {seconds:8.2f} {args.seconds / seconds:16.2f}x {used:12.2f} "
+              f"{args.seconds / max(used / cores, 1e-9):11.2f}x")
     for rate in RATES:
         print(f"at {rate}/s: sampling is {median[f'sample {rate}/s'] / median[f'video {rate}/s']:.0%} of the "
               f"pipeline's time; decoding everything alone is {median['decode'] / median[f'video {rate}/s']:.0%}")
