@@ -503,12 +503,11 @@ def cmd_identify(args) -> int:
 
 
 def cmd_video(args) -> int:
-    """Each clip's tracks as they end, then its time on screen per character; a clip that cannot be
-    read is said and the others carry on; a truncated one reports what was read, and counts as failed."""
+    """Each clip in turn (_video_clip); a clip that cannot be read is said and the others carry on; a
+    truncated one reports what was read, and counts as failed. Then the timeline and the groups."""
     from . import timeline
-    from .errors import ImageError
     from .cluster import check_free
-    from .video import VIDEO_SUFFIXES, Clip, annotate, follow, group_unknown, on_screen
+    from .video import VIDEO_SUFFIXES, group_unknown
 
     if args.group_unknown and not args.out:
         raise UsageError("video: --group-unknown saves its groups in --out DIR: give one")
@@ -531,40 +530,7 @@ def cmd_video(args) -> int:
     clips = [path for path, _ in _pictures(args.paths, VIDEO_SUFFIXES, "videos")]
     if clips:
         load_embedder(rec, args)
-    runs, failed = [], 0
-    for path in clips:
-        run = timeline.ClipRun(str(path))
-        runs.append(run)
-        try:
-            clip = Clip(path)
-            try:
-                for track in follow(rec, clip, args.every, thumbnails=bool(args.out)):
-                    run.tracks.append(track)
-                    if args.json:
-                        print(json.dumps({"clip": run.clip, **track.to_dict()}, ensure_ascii=False), flush=True)
-                    else:
-                        print(f"{path}: {track.start:.2f}-{track.end:.2f} s {face_text(track.face)} "
-                              f"(track {track.number}, {track.frames} frames, box at {track.at:.2f} s)", flush=True)
-            finally:
-                run.seconds, run.sampled = clip.seconds, clip.sampled
-            if args.annotate:
-                annotate(Clip(path), run.tracks, Path(args.annotate))
-                print(f"annotated: {args.annotate}", file=sys.stderr if args.json else sys.stdout)
-        except ImageError as exc:
-            run.error = str(exc)
-            failed += 1
-        screen = on_screen(run.tracks)
-        if args.json:
-            print(json.dumps({"clip": run.clip, "error": run.error, "seconds": round(run.seconds, 3),
-                              "sampled": run.sampled, "tracks": len(run.tracks),
-                              "on_screen": [{"label": k, "seconds": round(v, 3)} for k, v in screen.items()]},
-                             ensure_ascii=False), flush=True)
-        elif run.sampled:
-            time = ", ".join(f"{k or 'unknown'} {v:.1f} s" for k, v in screen.items()) or "no faces"
-            print(f"{path}: {run.seconds:.1f} s, {run.sampled} frames sampled, {len(run.tracks)} track(s); "
-                  f"on screen: {time}", flush=True)
-        if run.error:
-            _failed(run.error)
+    runs = [_video_clip(rec, path, args) for path in clips]
     said = sys.stderr if args.json else sys.stdout
     if args.out and runs:
         print(f"timeline: {timeline.write(Path(args.out), runs)}", file=said)
@@ -573,7 +539,48 @@ def cmd_video(args) -> int:
         sheet = groups.save(Path(args.out), rec.run_description())
         print(f"unknown tracks: {groups.count} group(s), {len(groups.ungrouped)} ungrouped; contact sheet: {sheet}; "
               f"name a group with 'animeface enroll NAME --cluster ID --from {args.out}'", file=said)
-    return _status(len(clips) - failed, failed)
+    failed = sum(run.error is not None for run in runs)
+    return _status(len(runs) - failed, failed)
+
+
+def _video_clip(rec, path: Path, args):
+    """video's work on one clip: its tracks said as they end, then its time on screen per character;
+    a clip that cannot be read is said (a truncated one after the tracks of what was read)."""
+    from .errors import ImageError
+    from .timeline import ClipRun
+    from .video import Clip, annotate, follow, on_screen
+
+    run = ClipRun(str(path))
+    try:
+        clip = Clip(path)
+        try:
+            for track in follow(rec, clip, args.every, thumbnails=bool(args.out)):
+                run.tracks.append(track)
+                if args.json:
+                    print(json.dumps({"clip": run.clip, **track.to_dict()}, ensure_ascii=False), flush=True)
+                else:
+                    print(f"{path}: {track.start:.2f}-{track.end:.2f} s {face_text(track.face)} "
+                          f"(track {track.number}, {track.frames} frames, box at {track.at:.2f} s)", flush=True)
+        finally:
+            run.seconds, run.sampled = clip.seconds, clip.sampled
+        if args.annotate:
+            annotate(Clip(path), run.tracks, Path(args.annotate))
+            print(f"annotated: {args.annotate}", file=sys.stderr if args.json else sys.stdout)
+    except ImageError as exc:
+        run.error = str(exc)
+    screen = on_screen(run.tracks)
+    if args.json:
+        print(json.dumps({"clip": run.clip, "error": run.error, "seconds": round(run.seconds, 3),
+                          "sampled": run.sampled, "tracks": len(run.tracks),
+                          "on_screen": [{"label": k, "seconds": round(v, 3)} for k, v in screen.items()]},
+                         ensure_ascii=False), flush=True)
+    elif run.sampled:
+        shown = ", ".join(f"{k or 'unknown'} {v:.1f} s" for k, v in screen.items()) or "no faces"
+        print(f"{path}: {run.seconds:.1f} s, {run.sampled} frames sampled, {len(run.tracks)} track(s); "
+              f"on screen: {shown}", flush=True)
+    if run.error:
+        _failed(run.error)
+    return run
 
 
 def cmd_detect(args) -> int:

@@ -3,6 +3,7 @@ zoomed, with hard cuts between shots, written by OpenCV's video writer; named on
 
 import csv
 import json
+import os
 import shutil
 from contextlib import contextmanager
 
@@ -142,13 +143,15 @@ def bad_clips(tmp_path):
     avi_data = avi.read_bytes()
     (tmp_path / "cut-short.avi").write_bytes(avi_data[:len(avi_data) // 2])
     (tmp_path / "codec.avi").write_bytes(avi_data.replace(b"MJPG", b"ZZZZ"))  # a codec nothing decodes
+    os.mkfifo(tmp_path / "pipe.mp4")  # would block a reader that opened it
     return tmp_path
 
 
 def test_bad_clips_are_named_and_fail_honestly_while_the_others_carry_on(capsys, bad_clips, real_gallery,
                                                                          monkeypatch):
     monkeypatch.setenv("ANIMEFACE_BACKBONE", str(WEIGHTS))
-    names = ["good.mp4", "truncated.mp4", "empty.mp4", "notes.mkv", "cut-short.avi", "codec.avi", "frames.avi"]
+    names = ["good.mp4", "truncated.mp4", "empty.mp4", "notes.mkv", "cut-short.avi", "codec.avi", "pipe.mp4",
+             "frames.avi"]
     out_dir = bad_clips / "timeline"
     code = main(["video", *(str(bad_clips / n) for n in names), "--gallery", str(real_gallery),
                  "--every", "0.5", "--json", "--out", str(out_dir), "-q"])
@@ -157,12 +160,13 @@ def test_bad_clips_are_named_and_fail_honestly_while_the_others_carry_on(capsys,
     lines = [json.loads(line) for line in out.splitlines()]
     clips = {line["clip"].rsplit("/", 1)[-1]: line for line in lines if "on_screen" in line}
     failed = [line for line in err.splitlines() if line.startswith("animeface: failed: ")]
-    bad = {"truncated.mp4", "empty.mp4", "notes.mkv", "cut-short.avi", "codec.avi"}
+    bad = {"truncated.mp4", "empty.mp4", "notes.mkv", "cut-short.avi", "codec.avi", "pipe.mp4"}
     assert len(failed) == len(bad) and all(any(name in line for line in failed) for name in bad), err
     assert {name for name, line in clips.items() if line["error"]} == bad
     for name in bad:
         assert name in clips[name]["error"]
     assert "0 bytes" in clips["empty.mp4"]["error"] and "truncated" in clips["cut-short.avi"]["error"]
+    assert "FIFO" in clips["pipe.mp4"]["error"]
     # the clip with no faces was read whole; the good one's track came before its clip's line
     assert clips["frames.avi"]["sampled"] == 4 and clips["frames.avi"]["tracks"] == 0
     tracks = [line for line in lines if "track" in line]
