@@ -246,3 +246,31 @@ def test_annotate_writes_the_clip_again_with_each_track_drawn_and_never_over_a_f
     capsys.readouterr()
     assert main(argv) == EXIT_ERROR and "already exists" in capsys.readouterr().err
     assert target.read_bytes() == written and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "named.mp4"]
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mp4", "mp4v"), (".webm", "VP80"), (".mkv", "mp4v"), (".avi", "MJPG"),
+                                           (".gif", None)])
+def test_each_container_is_sampled_at_the_first_frame_of_each_step(tmp_path, suffix, codec):
+    """Frames i = 0..29 at 10 a second, each as bright as 8 i: sampling every 0.25 s gives the first frame
+    at or after each multiple of 0.25 s, and that frame's own picture."""
+    from PIL import Image
+
+    from animeface.video import Clip
+
+    path, fps, count = tmp_path / f"clip{suffix}", 10, 30
+    pictures = [np.full((SIZE[1] // 4, SIZE[0] // 4, 3), 8 * i, np.uint8) for i in range(count)]
+    if codec:
+        out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (SIZE[0] // 4, SIZE[1] // 4))
+        for picture in pictures:
+            out.write(picture)
+        out.release()
+    else:
+        first, *rest = [Image.fromarray(p) for p in pictures]
+        first.save(path, save_all=True, append_images=rest, duration=1000 // fps, loop=0)
+    clip = Clip(path)
+    samples = list(clip.samples(0.25))
+    steps = [k * 0.25 for k in range(12)]
+    expected = [min(i for i in range(count) if i / fps >= step - 1e-9) for step in steps]
+    assert [round(t * fps) for t, _ in samples] == expected
+    assert all(abs(float(rgb.mean()) - 8 * i) < 6 for (_, rgb), i in zip(samples, expected))
+    assert clip.sampled == len(expected) and clip.seconds == pytest.approx(count / fps)
