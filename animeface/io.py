@@ -304,9 +304,9 @@ def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
 def iter_image_files(paths, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
     """Expand files and folders (walked recursively, sorted) into a list of files.
 
-    Folders contribute files whose suffix looks like an image (or is one of
-    `suffixes`: videos); files named explicitly are kept whatever their suffix,
-    since content decides.
+    Folders contribute the files whose suffix is one of `suffixes` (default: those
+    of pictures); files named explicitly are kept whatever their suffix, since
+    content decides.
     """
     out: list[Path] = []
     for p in paths:
