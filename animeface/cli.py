@@ -38,6 +38,8 @@ FACES_HELP = ("how pictures become faces: detect (detected faces only), whole (e
               "one face found, is taken whole as a face crop, and the output says so)")
 #: Formats an annotated copy keeps; others (GIF) are written as PNG.
 WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Containers video --annotate writes (mp4v video in each).
+ANNOTATED_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
 
 
 def main(argv=None) -> int:
@@ -123,6 +125,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="pictures or folders")
     p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
     p.add_argument("--json", action="store_true", help="print one JSON object per picture, as each is done")
+
+    p = _command(sub, "video", "name the characters through video clips, as tracks on a timeline", cmd_video,
+                 "animeface video episode01.mkv\n"
+                 "animeface video clips/ --every 0.5 --out timeline/   # then open timeline/timeline.html\n"
+                 "animeface video episode01.mkv --json")
+    p.add_argument("paths", nargs="+", metavar="CLIP",
+                   help="video files (mp4, mkv, webm, avi, animated GIF: what OpenCV reads) or folders")
+    p.add_argument("--every", type=_seconds, default=0.25, metavar="SECONDS",
+                   help="seconds between the frames looked at (default 0.25: 4 a second); a track's start and end "
+                        "are known to within this")
+    p.add_argument("--out", metavar="DIR", help="write timeline.html (one lane per character, with thumbnails), "
+                                                "timeline.png and tracks.csv here (never replacing a file)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per track as each ends, and one per clip when it is done")
+    p.add_argument("--annotate", metavar="OUT", help="write the clip (one CLIP only) again to OUT (.mp4, .m4v, .mov, "
+                                                      ".avi or .mkv; never replacing a file) with each track's box "
+                                                      "and name drawn")
+    p.add_argument("--group-unknown", action="store_true",
+                   help="with --out: group the unknown tracks by character as 'animeface cluster' does, and save "
+                        "the groups there (index.html), for 'animeface enroll NAME --cluster ID --from DIR'; a group "
+                        "needs at least 5 tracks. Needs no gallery: without one, every track is grouped")
+    p.add_argument("--similarity", type=float, metavar="S",
+                   help="with --group-unknown: mean cosine similarity two groups need to merge (default: from the "
+                        "embedder's calibration; higher gives smaller, purer groups)")
 
     p = _command(sub, "cluster", "group the faces nobody has enrolled by character", cmd_cluster,
                  "animeface cluster new_pictures/ --out groups/    # then open groups/index.html\n"
@@ -260,6 +286,16 @@ def _share(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    """--every: a number of seconds above 0."""
+    from .video import check_every
+
+    try:
+        return check_every(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 (such as 0.25), got {text!r}") from None
+
+
 def gallery_path(args) -> Path:
     """The folder --gallery names, else the default gallery's."""
     from .recognizer import default_gallery_path
@@ -311,17 +347,17 @@ def _status(done: int, failed: int) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def _pictures(paths) -> list[tuple[Path, Path]]:
+def _pictures(paths, suffixes=None, kind: str = "pictures") -> list[tuple[Path, Path]]:
     """(file, its path relative to the folder given, or its name for a file given) for each input;
-    a folder with no pictures is said on stderr."""
-    from .io import iter_image_files
+    folders give their files of these suffixes (default: pictures), and one with none is said on stderr."""
+    from .io import IMAGE_SUFFIXES, iter_image_files
 
     out = []
     for given in map(Path, paths):
-        found = iter_image_files([given])
+        found = iter_image_files([given], suffixes or IMAGE_SUFFIXES)
         if given.is_dir():
             if not found:
-                _say(f"no pictures in {given}")
+                _say(f"no {kind} in {given}")
             out += [(f, f.relative_to(given)) for f in found]
         else:
             out.append((given, Path(given.name)))
@@ -464,6 +500,87 @@ def cmd_identify(args) -> int:
             for line in [face_text(f) for f in faces] or ["no face"]:
                 print(f"{path}: {line}", flush=True)
     return _status(done, failed)
+
+
+def cmd_video(args) -> int:
+    """Each clip in turn (_video_clip); a clip that cannot be read is said and the others carry on; a
+    truncated one reports what was read, and counts as failed. Then the timeline and the groups."""
+    from . import timeline
+    from .cluster import check_free
+    from .video import VIDEO_SUFFIXES, group_unknown
+
+    if args.group_unknown and not args.out:
+        raise UsageError("video: --group-unknown saves its groups in --out DIR: give one")
+    if args.similarity is not None and not args.group_unknown:
+        raise UsageError("video: --similarity goes with --group-unknown")
+    if args.annotate:
+        if len(args.paths) != 1 or Path(args.paths[0]).is_dir():
+            raise UsageError("video: --annotate OUT takes one CLIP, not several or a folder")
+        if Path(args.annotate).suffix.lower() not in ANNOTATED_SUFFIXES:
+            raise UsageError(f"video: --annotate: name the file {', '.join(ANNOTATED_SUFFIXES)}")
+        if os.path.lexists(args.annotate):
+            raise AnimefaceError(f"{args.annotate} already exists: choose a new name for --annotate")
+    if args.out:
+        timeline.check_free(Path(args.out))  # before minutes of work, not after
+        if args.group_unknown:
+            check_free(Path(args.out))
+    rec = open_recognizer(args, create=args.group_unknown)  # grouping needs no gallery
+    if not args.group_unknown:
+        _warn_if_empty(rec)
+    clips = [path for path, _ in _pictures(args.paths, VIDEO_SUFFIXES, "videos")]
+    if clips:
+        load_embedder(rec, args)
+    runs = [_video_clip(rec, path, args) for path in clips]
+    said = sys.stderr if args.json else sys.stdout
+    if args.out and runs:
+        print(f"timeline: {timeline.write(Path(args.out), runs)}", file=said)
+    if args.group_unknown and runs:
+        groups = group_unknown(rec, [(run.clip, run.tracks) for run in runs], args.similarity)
+        sheet = groups.save(Path(args.out), rec.run_description())
+        print(f"unknown tracks: {groups.count} group(s), {len(groups.ungrouped)} ungrouped; contact sheet: {sheet}; "
+              f"name a group with 'animeface enroll NAME --cluster ID --from {args.out}'", file=said)
+    failed = sum(run.error is not None for run in runs)
+    return _status(len(runs) - failed, failed)
+
+
+def _video_clip(rec, path: Path, args):
+    """video's work on one clip: its tracks said as they end, then its time on screen per character;
+    a clip that cannot be read is said (a truncated one after the tracks of what was read)."""
+    from .errors import ImageError
+    from .timeline import ClipRun
+    from .video import Clip, annotate, follow, on_screen
+
+    run = ClipRun(str(path))
+    try:
+        clip = Clip(path)
+        try:
+            for track in follow(rec, clip, args.every, thumbnails=bool(args.out)):
+                run.tracks.append(track)
+                if args.json:
+                    print(json.dumps({"clip": run.clip, **track.to_dict()}, ensure_ascii=False), flush=True)
+                else:
+                    print(f"{path}: {track.start:.2f}-{track.end:.2f} s {face_text(track.face)} "
+                          f"(track {track.number}, {track.frames} frames, box at {track.at:.2f} s)", flush=True)
+        finally:
+            run.seconds, run.sampled = clip.seconds, clip.sampled
+        if args.annotate:
+            annotate(Clip(path), run.tracks, Path(args.annotate))
+            print(f"annotated: {args.annotate}", file=sys.stderr if args.json else sys.stdout)
+    except ImageError as exc:
+        run.error = str(exc)
+    screen = on_screen(run.tracks)
+    if args.json:
+        print(json.dumps({"clip": run.clip, "error": run.error, "seconds": round(run.seconds, 3),
+                          "sampled": run.sampled, "tracks": len(run.tracks),
+                          "on_screen": [{"label": k, "seconds": round(v, 3)} for k, v in screen.items()]},
+                         ensure_ascii=False), flush=True)
+    elif run.sampled:
+        shown = ", ".join(f"{k or 'unknown'} {v:.1f} s" for k, v in screen.items()) or "no faces"
+        print(f"{path}: {run.seconds:.1f} s, {run.sampled} frames sampled, {len(run.tracks)} track(s); "
+              f"on screen: {shown}", flush=True)
+    if run.error:
+        _failed(run.error)
+    return run
 
 
 def cmd_detect(args) -> int:

@@ -27,7 +27,6 @@ import heapq
 import html
 import io
 import json
-import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AnimefaceError
-from .files import read_npy, write_bytes
+from .files import read_npy, taken, write_bytes
 from .gallery import face_problem
 
 #: Smallest group kept: enough faces to enroll a character from (5 shots is the fewest we measure naming with).
@@ -349,11 +348,9 @@ class Clusters:
 
 def check_free(folder: Path) -> None:
     """ClusterError if folder is not a folder, or already holds a run's files: a run never replaces a file."""
-    if os.path.lexists(folder) and not Path(folder).is_dir():
-        raise ClusterError(f"{folder} exists and is not a folder: choose a new folder for --out")
-    for name in (RUN_FILE, VECTORS_FILE, SHEET_FILE):
-        if os.path.lexists(Path(folder) / name):
-            raise ClusterError(f"{Path(folder) / name} already exists: choose a new folder for --out")
+    problem = taken(Path(folder), (RUN_FILE, VECTORS_FILE, SHEET_FILE))
+    if problem:
+        raise ClusterError(problem)
 
 
 def contact_sheet(clusters: Clusters, folder: Path) -> str:

@@ -75,6 +75,27 @@ def write_file(target: Path, fill: Callable[[BinaryIO], None], *, replace: bool 
         raise
 
 
+def write_named(target: Path, fill: Callable[[Path], None]) -> None:
+    """write_file for writers that need a file name ending as target's does (OpenCV's video writer
+    picks the format by it): fill(path) writes path, in a new temporary folder beside target;
+    then the file is fsynced and linked to target (FileExistsError if it exists). The folder never
+    outlives the call."""
+    folder = temp_dir(target)
+    try:
+        tmp = folder / ("written" + target.suffix)
+        fill(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _link(tmp, target)
+    finally:
+        for leftover in folder.iterdir():
+            leftover.unlink()
+        folder.rmdir()
+
+
 def write_bytes(target: Path, data: bytes, *, replace: bool = False) -> None:
     """Write data to target atomically: readers see no file (or the old one, with replace=True)
     or the whole new one, never a part. Without replace, an existing target is FileExistsError."""
@@ -125,6 +146,17 @@ def remove_leftover_files(folder: Path, of: str | None = None) -> None:
     for path in leftovers(folder, of):
         if path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
+
+
+def taken(folder: Path, names) -> str | None:
+    """Why output cannot go into folder (it is no folder, or already holds one of names), or None:
+    a run never replaces a file."""
+    if os.path.lexists(folder) and not folder.is_dir():
+        return f"{folder} exists and is not a folder: choose a new folder for --out"
+    for name in names:
+        if os.path.lexists(folder / name):
+            return f"{folder / name} already exists: choose a new folder for --out"
+    return None
 
 
 def inside(root: Path, path: Path) -> bool:

@@ -301,17 +301,18 @@ def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
     raise ImageError(f"{name}: unsupported array type {arr.dtype}")
 
 
-def iter_image_files(paths) -> list[Path]:
+def iter_image_files(paths, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
     """Expand files and folders (walked recursively, sorted) into a list of files.
 
-    Folders contribute files whose suffix looks like an image; files named
-    explicitly are kept whatever their suffix, since content decides.
+    Folders contribute the files whose suffix is one of `suffixes` (default: those
+    of pictures); files named explicitly are kept whatever their suffix, since
+    content decides.
     """
     out: list[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes))
         else:
             out.append(p)
     return out

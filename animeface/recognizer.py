@@ -29,6 +29,7 @@ from .gallery import Gallery, box_problem, locked, validate_name
 from .head import SoftmaxHead
 from .io import ImageLike, available_cores, describe, iter_image_files, load_image, pipelined, read_file
 from .thresholds import STRANGER_REFUSAL, Calibration, Normaliser, calibrate, check_refusal
+from .video import DEFAULT_EVERY, Clip, check_every, follow
 
 if TYPE_CHECKING:
     from .cluster import Clusters
@@ -337,6 +338,14 @@ class Recognizer:
         vectors = np.stack(vectors) if vectors else np.zeros((0, self.embedder.dim), np.float32)
         return Clusters(found, vectors, group(vectors, threshold, pictures=pictures), threshold, named, failed,
                         thumbs if thumbnails else None)
+
+    def identify_video(self, path: os.PathLike, every: float = DEFAULT_EVERY, thumbnails: bool = False):
+        """The faces of a video as tracks (video.Track: start and end in seconds, the face named once
+        from the mean of its vectors, its box at its best frame), each yielded as it ends. Frames
+        are sampled every `every` seconds; memory stays flat however long the clip is. A file that
+        is no readable video raises ImageError naming it; a truncated one yields the tracks of what
+        was read, then raises it."""
+        return follow(self, Clip(path), check_every(every), thumbnails)
 
     def enroll_group(self, name: str, run: os.PathLike, number: int) -> EnrollReport:
         """Enroll every face of group `number` (1 = the largest) of a run saved by `cluster --out`,

@@ -48,7 +48,7 @@ def write_reports(state_dir: Path, records: list[dict], summary) -> None:
         files.write_file(state_dir / name, lambda fh: fh.write(data), replace=True)
 
 
-def _cell(text: str) -> str:
+def cell(text: str) -> str:
     """A cell as text, never a formula: one that would start one (a character or file name can)
     gets a leading quote, as spreadsheets write text that looks like a formula."""
     return "'" + text if text.startswith(FORMULA_STARTS) else text
@@ -59,7 +59,7 @@ def _csv(fh, records: list[dict]) -> None:
     out.writerow(["source", "status", "characters", "scores", "boxes", "destinations", "source_removed", "note"])
     for r in records:
         faces = r["faces"]
-        out.writerow(_cell(cell) for cell in [
+        out.writerow(cell(text) for text in [
             r["src"], r["status"],
             ";".join(f["label"] or f.get("group", "unknown") for f in faces),
             ";".join(f"{f['score']:.3f}" if f["label"] or not f.get("best") else f"best guess {f['best'][0]} {f['best'][1]:.3f}"
