@@ -200,19 +200,21 @@ def deletion_drops(embedder: Embedder, explanation: Explanation, target: np.ndar
                    share: float = DELETED_SHARE, fill: str = "grey") -> dict[str, float]:
     """How much blanking the hottest, a random and the coldest `share` of the face's cells lowers its
     similarity with the target (as explained: from the same network): a faithful map makes the first
-    the largest."""
+    the largest. "moved" blanks the hottest cells' shape at a random place (shifted, wrapping round),
+    so that it breaks the face into as few pieces as the hottest cells do."""
     heat = explanation.heat
     count = max(1, int(round(share * heat.size)))
     order = np.argsort(heat, axis=None, kind="stable")
-    chosen = {"hottest": order[-count:], "random": rng.choice(heat.size, count, replace=False),
-              "coldest": order[:count]}
-    crops = [explanation.crop]
-    for cells in chosen.values():
-        mask = np.zeros(heat.size, bool)
-        mask[cells] = True
-        crops.append(blanked(explanation.crop, mask.reshape(heat.shape), fill))
+    masks = {}
+    for name, cells in {"hottest": order[-count:], "random": rng.choice(heat.size, count, replace=False),
+                        "coldest": order[:count]}.items():
+        masks[name] = np.zeros(heat.size, bool)
+        masks[name][cells] = True
+        masks[name] = masks[name].reshape(heat.shape)
+    masks["moved"] = np.roll(masks["hottest"], (rng.integers(1, heat.shape[0]), rng.integers(1, heat.shape[1])), (0, 1))
+    crops = [explanation.crop] + [blanked(explanation.crop, mask, fill) for mask in masks.values()]
     similarities = vectors_and_maps(embedder, np.stack(crops))[0] @ np.asarray(target, np.float32)
-    return {name: float(similarities[0] - s) for name, s in zip(chosen, similarities[1:])}
+    return {name: float(similarities[0] - s) for name, s in zip(masks, similarities[1:])}
 
 
 def overlay(crop: np.ndarray, heat: np.ndarray, scale: float | None = None) -> np.ndarray:

@@ -57,8 +57,8 @@ def tensorflow_heat(maps, crop, embedder, targets):
     heat = 0
     for m in maps:
         grads = np.stack([tape.gradient(each[t], m).numpy() for t in range(len(targets))])
-        # a channel that is zero everywhere has an infinite slope at zero and adds nothing
-        layer = np.nan_to_num(m.numpy()[None] * grads, nan=0.0, posinf=0.0, neginf=0.0).sum(-1) / recipe.power
+        with np.errstate(invalid="ignore"):  # a channel zero everywhere: infinite slope at zero, adds nothing
+            layer = np.nan_to_num(m.numpy()[None] * grads, nan=0.0, posinf=0.0, neginf=0.0).sum(-1) / recipe.power
         heat = heat + np.einsum("ih,thw,jw->tij", spread(fine[0], m.shape[0]), layer, spread(fine[1], m.shape[1]))
     return heat, similarities.numpy()
 
