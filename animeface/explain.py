@@ -7,17 +7,19 @@ derivatives of every later step written out here and run on the maps the inferen
 so no TensorFlow runs: pooling, the signed square root, the per-layer and whole-vector L2
 normalisations, the colour histogram and the projection.
 
-The one approximation: each normalisation's norm is taken as a constant of this face. The
-similarity is scale-free in the maps (every layer is L2-normalised), so the full gradient is
-orthogonal to them and gradient x activation through the norms sums to exactly zero, whatever
-the face; with the norms held, it sums to what each region adds. The signed power p**a gives back
+The one approximation: each normalisation's norm is taken as a constant of this face, as
+explanations of similarity models do (Stylianou et al. 2019, "Visualizing deep similarity
+networks"). The similarity is scale-free in the maps (every layer is L2-normalised), so the full
+gradient is orthogonal to them and gradient x activation through the norms sums to exactly zero,
+whatever the face; with the norms held, it sums to what each region adds. The signed power p**a gives back
 a times its value under gradient x activation (Euler), so the maps are divided by a. Then, exactly:
 
     heat.sum() + colour + offset == similarity
 
-where `colour` is the colour histogram's term and `offset` the projection's mean's (the same for
-every face of a gallery, near zero). Each layer's map is laid on the finest layer's grid,
-sharing each coarse cell among the fine cells it covers, which keeps its sum.
+where `colour` is the colour histogram's term and `offset` the projection's mean's (a constant of
+the candidate, divided by the length of the face's projected vector). Each layer's map is laid on
+the finest layer's grid, sharing each coarse cell among the fine cells it covers, which keeps its
+sum.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from .errors import AnimefaceError, ModelError
 
 #: Share of the face blanked by the deletion check.
 DELETED_SHARE = 0.2
-#: What a blanked cell is filled with: mid-grey (the network's zero input), or the crop blurred
-#: (the cell's colours kept, its detail gone).
-FILLS = ("grey", "blur")
+#: How the deletion check blanks a cell: its pixels set to mid-grey (the network's zero input) or
+#: blurred (colours kept, detail gone), or its features zeroed in the maps, the pixels left as they
+#: are (what the map is a first-order account of).
+FILLS = ("grey", "blur", "features")
 SHEET_FILE = "index.html"
 
 
@@ -88,8 +91,9 @@ class Explanation:
         return "middle" if (vertical, horizontal) == ("middle", "centre") else f"{vertical} {horizontal}"
 
     def to_dict(self, decimals: int = 4) -> dict:
-        return {"face": self.face, "box": list(self.box), "label": self.label, "candidate": self.candidate, "probability": round(self.probability, 4),
-                "similarity": round(self.similarity, 4), "colour_share": round(self.colour_share, 4),
+        return {"face": self.face, "box": list(self.box), "label": self.label, "candidate": self.candidate,
+                "probability": round(self.probability, 4), "similarity": round(self.similarity, 4),
+                "colour_share": round(self.colour_share, 4),
                 "colour": round(self.colour, 4), "offset": round(self.offset, 4),
                 "heat": np.round(self.heat, decimals).tolist()}
 
@@ -186,8 +190,8 @@ def blanked(crop: np.ndarray, cells: np.ndarray, fill: str = "grey") -> np.ndarr
     """The crop with the pixels of the chosen cells ((rows, cols) boolean grid) blanked with `fill`."""
     import cv2
 
-    if fill not in FILLS:
-        raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
+    if fill not in ("grey", "blur"):
+        raise ValueError(f"fill must be grey or blur, got {fill!r}")
     source = np.full_like(crop, 128) if fill == "grey" else cv2.GaussianBlur(crop, (0, 0), crop.shape[0] / 30)
     out = crop.copy()
     rows, cols = cell_bounds(cells.shape[0], crop.shape[0]), cell_bounds(cells.shape[1], crop.shape[1])
@@ -212,9 +216,21 @@ def deletion_drops(embedder: Embedder, explanation: Explanation, target: np.ndar
         masks[name][cells] = True
         masks[name] = masks[name].reshape(heat.shape)
     masks["moved"] = np.roll(masks["hottest"], (rng.integers(1, heat.shape[0]), rng.integers(1, heat.shape[1])), (0, 1))
-    crops = [explanation.crop] + [blanked(explanation.crop, mask, fill) for mask in masks.values()]
-    similarities = vectors_and_maps(embedder, np.stack(crops))[0] @ np.asarray(target, np.float32)
-    return {name: float(similarities[0] - s) for name, s in zip(masks, similarities[1:])}
+    if fill == "features":
+        _, maps = vectors_and_maps(embedder, explanation.crop[None])
+        start = explanation.similarity
+        after = [attribute([m[0] * kept(mask, m.shape[1:3])[..., None] for m in maps], explanation.crop, embedder,
+                           np.asarray(target)[None])[1][0] for mask in masks.values()]
+    else:
+        crops = [explanation.crop] + [blanked(explanation.crop, mask, fill) for mask in masks.values()]
+        start, *after = vectors_and_maps(embedder, np.stack(crops))[0] @ np.asarray(target, np.float32)
+    return {name: float(start - s) for name, s in zip(masks, after)}
+
+
+def kept(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The share of each cell of a grid of `shape` left when the cells of `mask` (the finest grid) go."""
+    rows, cols = spread(mask.shape[0], shape[0]), spread(mask.shape[1], shape[1])
+    return 1.0 - rows.T @ mask.astype(np.float64) @ cols
 
 
 def overlay(crop: np.ndarray, heat: np.ndarray, scale: float | None = None) -> np.ndarray:
