@@ -200,12 +200,12 @@ def _keras_network(weights: Weights, layers: tuple[str, ...], pooling: str, size
         digest.update(np.ascontiguousarray(variable.numpy(), np.float32).tobytes())
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
-    def pooled(batch):
+    def network(batch):
         out = cut(tf.cast(batch, tf.float32) / 127.5 - 1.0, training=False)
         out = list(out) if isinstance(out, (list, tuple)) else [out]
         return out if maps else tf.concat([_pool(tf, m, pooling) for m in out], axis=1)
 
-    return pooled, digest.hexdigest()
+    return network, digest.hexdigest()
 
 
 def _load_weights(base, path: Path) -> None:
