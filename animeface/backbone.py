@@ -106,14 +106,19 @@ def deepest_layer(layers) -> str:
     return max(layers, key=LAYERS.index)
 
 
-def network_folder(weights: Weights, layers: tuple[str, ...], pooling: str, size: int) -> Path:
-    return runtime.cache_folder([weights.key, list(layers), pooling, size, CONVERSION_VERSION])
+def network_folder(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, maps: bool = False) -> Path:
+    key = [weights.key, list(layers), pooling, size, CONVERSION_VERSION]
+    return runtime.cache_folder(key + ["maps"] if maps else key)
 
 
 class Network:
-    """Pooled features of the recipe's layers for a batch of uint8 RGB crops: (n, sum of channels)."""
+    """Pooled features of the recipe's layers for a batch of uint8 RGB crops: (n, sum of channels).
 
-    def __init__(self, spec: str, layers: tuple[str, ...], pooling: str, size: int, precision: str = "auto"):
+    maps=True: the layers' feature maps before pooling instead, one (n, height, width, channels)
+    array per layer (what explain.py attributes a similarity to); a network converted apart."""
+
+    def __init__(self, spec: str, layers: tuple[str, ...], pooling: str, size: int, precision: str = "auto",
+                 maps: bool = False):
         if precision not in runtime.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(runtime.PRECISIONS)}, got {precision!r}")
         for layer in layers:
@@ -123,7 +128,7 @@ class Network:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.weights = parse_spec(spec)
         self.layers, self.pooling, self.size = tuple(layers), pooling, int(size)
-        self.precision = precision
+        self.precision, self.maps = precision, maps
         self._requests = runtime.Requests()
 
     @property
@@ -148,35 +153,38 @@ class Network:
         return _with_file(self.weights)
 
     def _folder(self, weights: Weights) -> Path:
-        return network_folder(weights, self.layers, self.pooling, self.size)
+        return network_folder(weights, self.layers, self.pooling, self.size, self.maps)
 
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
-        return self._requests.infer(self._compiled(), np.ascontiguousarray(crops, np.uint8))[0]
+    def __call__(self, crops: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        outputs = self._requests.infer(self._compiled(), np.ascontiguousarray(crops, np.uint8))
+        return outputs if self.maps else outputs[0]
 
     def _compiled(self):
         weights = self._file()
         folder = self._folder(weights)
         return runtime.compiled(folder, self.precision,
-                                lambda: convert(weights, self.layers, self.pooling, self.size, folder))
+                                lambda: convert(weights, self.layers, self.pooling, self.size, folder, self.maps))
 
 
-def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, folder: Path) -> None:
+def convert(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, folder: Path,
+            maps: bool = False) -> None:
     """Build the network in TensorFlow from the weights; runtime converts and caches it."""
     print("animeface: preparing the embedder, once (building Inception-v3 and converting it; "
           "under a minute)", file=sys.stderr, flush=True)
     with native_stderr_silenced():  # TensorFlow's start-up notes are noise to a user
-        net, digest = _keras_network(weights, layers, pooling, size)
+        net, digest = _keras_network(weights, layers, pooling, size, maps)
     pinned = models.known_weights().get(weights.sha256, {}).get(deepest_layer(layers))
     if pinned and pinned != digest:
         raise ModelError(f"{weights.path}: its sha256 is that of a known weights file, but the weights read "
                          f"from it differ ({digest[:16]} against {pinned[:16]})")
     runtime.save_converted(net, folder, {
         "weights": weights.key, "weights_digest": digest, "layers": list(layers), "pooling": pooling,
-        "input_size": size, "conversion_version": CONVERSION_VERSION})
+        "input_size": size, "conversion_version": CONVERSION_VERSION, "outputs": "maps" if maps else "pooled"})
 
 
-def _keras_network(weights: Weights, layers: tuple[str, ...], pooling: str, size: int):
-    """A tf.function from uint8 crops to pooled features, and the digest of the weights it uses."""
+def _keras_network(weights: Weights, layers: tuple[str, ...], pooling: str, size: int, maps: bool = False):
+    """A tf.function from uint8 crops to pooled features (or, maps=True, the layers' maps), and the
+    digest of the weights it uses."""
     import keras
     import tensorflow as tf
 
@@ -192,12 +200,12 @@ def _keras_network(weights: Weights, layers: tuple[str, ...], pooling: str, size
         digest.update(np.ascontiguousarray(variable.numpy(), np.float32).tobytes())
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
-    def pooled(batch):
-        maps = cut(tf.cast(batch, tf.float32) / 127.5 - 1.0, training=False)
-        maps = maps if isinstance(maps, (list, tuple)) else [maps]
-        return tf.concat([_pool(tf, m, pooling) for m in maps], axis=1)
+    def network(batch):
+        out = cut(tf.cast(batch, tf.float32) / 127.5 - 1.0, training=False)
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        return out if maps else tf.concat([_pool(tf, m, pooling) for m in out], axis=1)
 
-    return pooled, digest.hexdigest()
+    return network, digest.hexdigest()
 
 
 def _load_weights(base, path: Path) -> None:

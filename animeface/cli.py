@@ -150,6 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --group-unknown: mean cosine similarity two groups need to merge (default: from the "
                         "embedder's calibration; higher gives smaller, purer groups)")
 
+    p = _command(sub, "explain", "show which parts of each face its best candidates matched", cmd_explain,
+                 "animeface explain scene.jpg --out why/          # then open why/index.html\n"
+                 "animeface explain face_crop.png --faces whole --top 1 --json")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="pictures or folders")
+    p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
+    p.add_argument("--top", type=int, choices=(1, 2, 3), default=3, help="candidates explained per face (default 3)")
+    p.add_argument("--out", metavar="DIR", help="write here, per face, the crop and each candidate's map laid over "
+                                                "it (red: added to the similarity, blue: took away), and a contact "
+                                                "sheet index.html; no file is ever overwritten")
+    p.add_argument("--json", action="store_true", help="print one JSON object per picture, as each is done: per "
+                                                       "face and candidate, the map (rows top to bottom) and the "
+                                                       "colour histogram's share")
+
     p = _command(sub, "cluster", "group the faces nobody has enrolled by character", cmd_cluster,
                  "animeface cluster new_pictures/ --out groups/    # then open groups/index.html\n"
                  "animeface enroll 'Hatsune Miku' --cluster 1 --from groups/\n"
@@ -321,10 +334,11 @@ def open_recognizer(args, create: bool = False):
                       progress=_progress(args))
 
 
-def load_embedder(rec, args) -> None:
+def load_embedder(rec, args, maps: bool = False) -> None:
     """Load the network now, saying so, rather than in silence at the first picture; TensorFlow's
     native log lines are dropped while it loads. An empty gallery needs no network, so none loads.
-    The face detector is found first: a missing one is said at once, not after a conversion."""
+    The face detector is found first: a missing one is said at once, not after a conversion.
+    maps=True loads the network that gives the feature maps (explain) instead."""
     import numpy as np
 
     if getattr(args, "faces", "detect") != "whole":
@@ -332,8 +346,9 @@ def load_embedder(rec, args) -> None:
     if not args.quiet:
         _say("loading the embedder ...")
     size = rec.embedder.input_size
+    blank = np.zeros((1, size, size, 3), np.uint8)
     with quiet.native_stderr_silenced():
-        rec.embedder.embed(np.zeros((1, size, size, 3), np.uint8))
+        rec.embedder.feature_maps(blank) if maps else rec.embedder.embed(blank)
 
 
 def _failed(message) -> None:
@@ -581,6 +596,79 @@ def _video_clip(rec, path: Path, args):
     if run.error:
         _failed(run.error)
     return run
+
+def cmd_explain(args) -> int:
+    from .errors import ImageError
+    from .explain import SHEET_FILE, check_free, contact_sheet
+
+    out = Path(args.out) if args.out else None
+    if out:
+        check_free(out)  # before minutes of work, not after
+    rec = open_recognizer(args)
+    if not rec.characters:
+        raise GalleryError(f"{rec.path}: the gallery is empty; explain compares each face with the characters "
+                           "enrolled, so enroll some first")
+    pictures = _pictures(args.paths)
+    if pictures:
+        load_embedder(rec, args, maps=True)
+    done = failed = 0
+    sections = []
+    for path, relative in pictures:
+        try:
+            items = rec.explain(path, faces=args.faces, top=args.top)
+        except ImageError as exc:
+            _failed(exc)
+            failed += 1
+            if args.json:
+                print(json.dumps({"path": str(path), "error": str(exc), "explanations": []}, ensure_ascii=False),
+                      flush=True)
+            continue
+        done += 1
+        if out:
+            sections.append((str(path), _write_overlays(out, relative, items)))
+        if args.json:
+            print(json.dumps({"path": str(path), "error": None, "explanations": [i.to_dict() for i in items]},
+                             ensure_ascii=False), flush=True)
+            continue
+        for item in items:
+            print(f"{path}: face {item.where}: {item.candidate} similarity {item.similarity:.3f} (probability "
+                  f"{item.probability:.2f}{', named' if item.label == item.candidate else ''}), colour "
+                  f"{item.colour_share:.0%}, hottest {item.hottest}", flush=True)
+        if not items:
+            print(f"{path}: no face", flush=True)
+    if out and sections:
+        from . import files
+
+        files.write_bytes(out / SHEET_FILE, contact_sheet(sections).encode("utf-8", "backslashreplace"))
+        (_say if args.json else print)(f"contact sheet: {out / SHEET_FILE}")
+    return _status(done, failed)
+
+
+def _write_overlays(out: Path, relative: Path, items) -> list[tuple]:
+    """Write each face's crop and its candidates' maps laid over it into out, under new names; returns
+    (item, crop file, overlay file) per item, for the contact sheet."""
+    import cv2
+    import numpy as np
+
+    from . import files
+    from .explain import overlay
+
+    stem = files.fit_name("_".join(relative.with_suffix("").parts), 160)
+    written, faces = [], {}
+    for item in items:
+        faces.setdefault(item.face, []).append(item)
+
+    def write(name: str, rgb) -> str:
+        target = _free_name(out / name)
+        files.write_bytes(target, cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes())
+        return target.name
+
+    for n, face_items in enumerate(faces.values(), 1):
+        crop = write(f"{stem}-face{n}.jpg", face_items[0].crop)
+        scale = max(float(np.abs(i.heat).max()) for i in face_items)  # one scale: candidates compare
+        for k, item in enumerate(face_items, 1):
+            written.append((item, crop, write(f"{stem}-face{n}-{k}.jpg", overlay(item.crop, item.heat, scale))))
+    return written
 
 
 def cmd_detect(args) -> int:

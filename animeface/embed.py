@@ -226,6 +226,7 @@ class Embedder:
                 raise ValueError("a trained projection brings its own recipe; pass recipe=None")
         self.recipe = self.projection.recipe if self.projection else recipe or Recipe()
         self.network = self._network_for(self.recipe)
+        self._maps_network: Network | None = None
         if self.projection and self.projection.card.get("backbone_id") != self.backbone_id:
             raise ModelError(f"{self.projection.name or 'the projection'} was trained on backbone "
                              f"{self.projection.card.get('backbone_id')}, not {self.backbone_id}; train one for "
@@ -281,6 +282,15 @@ class Embedder:
         pooled = np.concatenate([self.network(crops[i:i + self.batch_size])
                                  for i in range(0, len(crops), self.batch_size)])
         return combine(pooled, crops, self.recipe)
+
+    def feature_maps(self, crops: np.ndarray) -> list[np.ndarray]:
+        """The recipe's layers before pooling, one (n, height, width, channels) array per layer:
+        what explain.py attributes a similarity to. The network is converted apart, once."""
+        if self._maps_network is None:
+            recipe = self.recipe
+            self._maps_network = Network(self.spec, recipe.layers, recipe.pooling, recipe.input_size, maps=True)
+        batches = [self._maps_network(crops[i:i + self.batch_size]) for i in range(0, len(crops), self.batch_size)]
+        return [np.concatenate(layer) for layer in zip(*batches)]
 
 
 def combine(pooled: np.ndarray, crops: np.ndarray, recipe: Recipe) -> np.ndarray:

@@ -33,6 +33,7 @@ from .video import DEFAULT_EVERY, Clip, check_every, follow
 
 if TYPE_CHECKING:
     from .cluster import Clusters
+    from .explain import Explanation
 
 FACE_MODES = ("detect", "whole", "auto")
 NEIGHBOURS = 100
@@ -289,6 +290,33 @@ class Recognizer:
                 boxes = f[0]
                 yield src, self.name_faces(None if vectors is None else vectors[offset:offset + len(boxes)], boxes)
                 offset += len(boxes)
+
+    def explain(self, image: ImageLike, faces: str = "auto", top: int = 3) -> list["Explanation"]:
+        """Why each face of a picture was named as it was: for the face's `top` best candidates (1 to
+        3), a map of how much each part of the face added to its similarity with that character's
+        enrolled faces, and the colour histogram's share (explain.py). One item per face and
+        candidate, faces in order, each face's best candidate first."""
+        from .explain import Explanation, attribute, vectors_and_maps
+
+        _check_faces(faces)
+        if top not in (1, 2, 3):
+            raise ValueError(f"top must be 1, 2 or 3, got {top!r}")
+        if not len(self.gallery):
+            raise GalleryError(f"{self.path}: the gallery is empty; enroll characters to explain faces against")
+        boxes, crops = self.face_crops(load_image(image), faces)
+        if not boxes:
+            return []
+        vectors, maps = vectors_and_maps(self.embedder, np.stack(crops))
+        centroids, row = self.gallery.centroids(), {name: i for i, name in enumerate(self.characters)}
+        out = []
+        for i, face in enumerate(self.name_faces(vectors, boxes)):
+            candidates = face.candidates[:top]
+            targets = centroids[[row[name] for name, _ in candidates]]
+            heats, similarities, colours, offsets = attribute([m[i] for m in maps], crops[i], self.embedder, targets)
+            out += [Explanation(i, face.box, face.label, name, probability, float(similarities[k]), heats[k],
+                                float(colours[k]), float(offsets[k]), crops[i])
+                    for k, (name, probability) in enumerate(candidates)]
+        return out
 
     def cluster(self, images, faces: str = "auto", threshold: float | None = None, thumbnails: bool = False,
                 jobs: int | None = None) -> "Clusters":
