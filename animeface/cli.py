@@ -1,4 +1,4 @@
-"""The `animeface` command line: enroll, identify, detect, list, forget (and sort, evaluate).
+"""The `animeface` command line: enroll, identify, detect, list, forget (and sort, index, evaluate).
 
 Heavy modules load inside each command, so `animeface --help` answers at once.
 Each input that fails gets one line on stderr, and the exit status (EXIT_STATUS,
@@ -175,6 +175,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, metavar="N", help="decoding and detecting threads (default: CPU count)")
     p.add_argument("--undo", metavar="DST", help="reverse the latest sort into DST instead")
 
+    p = _command(sub, "index", "index every face of many pictures into a Parquet table, on Ray", cmd_index,
+                 "animeface index ~/collection --out collection-index/\n"
+                 "animeface index SRC --out DIR --address 10.0.0.5:6379      # on a cluster made by 'ray start --head'\n"
+                 "animeface index SRC --out DIR                # again: indexes only the pictures not yet written\n"
+                 "python -c \"import animeface; print(animeface.read_index('collection-index/'))\"")
+    p.add_argument("paths", nargs="+", metavar="SRC", help="pictures or folders (walked recursively)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder of the index: Parquet files, one row per face (a new or empty folder, or the "
+                        "folder of an earlier run, which is carried on)")
+    p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="join this running Ray cluster (started with 'ray start --head'); default: RAY_ADDRESS, "
+                        "else Ray starts on this machine and stops at the end")
+    p.add_argument("--part-size", type=int, metavar="N",
+                   help="pictures per Parquet file (default 1000); a killed run loses at most the part it was "
+                        "writing")
+
     p = _command(sub, "serve", "a web page to identify, teach and browse the gallery", cmd_serve,
                  "animeface serve                                  # then open http://127.0.0.1:8765/\n"
                  "animeface serve --gallery galleries/mine --port 9000\n"
@@ -270,19 +287,27 @@ def gallery_path(args) -> Path:
 def open_recognizer(args, create: bool = False):
     """The gallery named by --gallery (or the default one). Only enroll may create one: for any other
     verb a folder with no gallery in it is an error naming it, never a silently empty gallery."""
-    from .gallery import Gallery
     from .recognizer import Recognizer
 
     path = gallery_path(args)
-    if not create and not Gallery.exists(path):
-        option = f"--gallery {path}" if args.gallery else f"the default gallery {path}"
-        raise GalleryError(f"{option}: no gallery there (no gallery.json); check the folder's name, "
-                           "or enroll characters into it first with 'animeface enroll'")
+    if not create:
+        check_gallery(args)
     if not hasattr(args, "backbone"):  # list, forget: they never embed, so any backbone setting opens any gallery
         return Recognizer(path, backbone="imagenet", check_backbone=False, progress=False)
     return Recognizer(path, backbone=args.backbone, projection=args.projection, cascade=args.cascade,
                       detector=args.detector, stranger_refusal=getattr(args, "refuse_strangers", STRANGER_REFUSAL),
                       progress=_progress(args))
+
+
+def check_gallery(args) -> None:
+    """A folder with no gallery in it, named by --gallery (or the default gallery's), is an error naming it."""
+    from .gallery import Gallery
+
+    path = gallery_path(args)
+    if not Gallery.exists(path):
+        option = f"--gallery {path}" if args.gallery else f"the default gallery {path}"
+        raise GalleryError(f"{option}: no gallery there (no gallery.json); check the folder's name, "
+                           "or enroll characters into it first with 'animeface enroll'")
 
 
 def load_embedder(rec, args) -> None:
@@ -552,6 +577,36 @@ def cmd_sort(args) -> int:
         return EXIT_INTERRUPTED
     print(summary)
     return _status(summary.files - len(summary.left), len(summary.left))
+
+
+def cmd_index(args) -> int:
+    from importlib.util import find_spec
+
+    from .gallery import Gallery
+
+    if args.part_size is not None and args.part_size < 1:
+        raise UsageError("index: --part-size must be at least 1")
+    if not (find_spec("ray") and find_spec("pyarrow")):
+        raise AnimefaceError("index needs Ray and pyarrow: pip install 'animeface-recognition[index]'")
+    if args.gallery:
+        check_gallery(args)
+    elif not Gallery.exists(gallery_path(args)):
+        _say(f"no gallery at {gallery_path(args)}: faces are not named, only their vectors are written")
+    from .index import PART_PICTURES, index_pictures
+
+    if not args.quiet:
+        _say("loading the networks and starting Ray ...")
+    try:
+        summary = index_pictures(args.paths, args.out, gallery=args.gallery, backbone=args.backbone,
+                                 projection=args.projection, cascade=args.cascade, detector=args.detector,
+                                 stranger_refusal=args.refuse_strangers, faces=args.faces, address=args.address,
+                                 part_pictures=args.part_size or PART_PICTURES, progress=_progress(args),
+                                 log=_failed)
+    except KeyboardInterrupt:
+        _say("interrupted; the parts written are kept: run the same command again to carry on")
+        return EXIT_INTERRUPTED
+    print(summary)
+    return _status(summary.pictures + summary.already - len(summary.failed), len(summary.failed))
 
 
 def cmd_list(args) -> int:
