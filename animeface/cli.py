@@ -127,8 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "cluster", "group the faces nobody has enrolled by character", cmd_cluster,
                  "animeface cluster new_pictures/ --out groups/    # then open groups/index.html\n"
                  "animeface enroll 'Hatsune Miku' --cluster 1 --from groups/\n"
-                 "animeface cluster face_crops/ --faces whole --json")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="pictures or folders")
+                 "animeface cluster face_crops/ --faces whole --json\n"
+                 "animeface cluster --index collection-index/ --out groups/   # from 'animeface index': no embedding")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="pictures or folders")
+    p.add_argument("--index", metavar="DIR", help="group the unknown faces of an index made by 'animeface index "
+                                                  "--out DIR' from its stored vectors, embedding nothing again "
+                                                  "(instead of PATH; the faces the index names are set aside)")
     p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
     p.add_argument("--out", metavar="DIR", help="write the groups here: a contact sheet (index.html) to choose names "
                                                 "from, and the run, for 'enroll NAME --cluster ID --from DIR'")
@@ -437,24 +441,34 @@ def cmd_cluster(args) -> int:
     from .cluster import check_free
     from .gallery import Gallery
 
-    if not Gallery.exists(gallery_path(args)):
-        _say(f"no gallery at {gallery_path(args)}: no face is set aside as already named")
+    if bool(args.paths) == bool(args.index):
+        raise UsageError("cluster: give PATH... or --index DIR (one of them)")
     if args.out:
         check_free(Path(args.out))  # before minutes of work, not after
-    rec = open_recognizer(args, create=True)  # grouping needs no gallery, and saves none
-    pictures = [p for p, _ in _pictures(args.paths)]
-    if pictures:
-        load_embedder(rec, args)
-    result = rec.cluster(pictures, faces=args.faces, threshold=args.similarity, thumbnails=bool(args.out))
+    if args.index:
+        from .index import index_clusters
+
+        result, made_with = index_clusters(args.index, args.similarity)
+        pictures = {f.source for f in result.faces} | {f.source for f, _ in result.named}
+        pictures = len(pictures) + len(result.failed)
+    else:
+        if not Gallery.exists(gallery_path(args)):
+            _say(f"no gallery at {gallery_path(args)}: no face is set aside as already named")
+        rec = open_recognizer(args, create=True)  # grouping needs no gallery, and saves none
+        paths = [p for p, _ in _pictures(args.paths)]
+        if paths:
+            load_embedder(rec, args)
+        result = rec.cluster(paths, faces=args.faces, threshold=args.similarity, thumbnails=bool(args.out))
+        pictures, made_with = len(paths), rec.run_description()
     for message in result.failed:
         _failed(message)
     groups = result.groups
-    lines = [f"{len(result.faces) + len(result.named)} face(s) in {len(pictures) - len(result.failed)} picture(s): "
+    lines = [f"{len(result.faces) + len(result.named)} face(s) in {pictures - len(result.failed)} picture(s): "
              f"{len(groups)} group(s), {len(result.ungrouped)} ungrouped, {len(result.named)} named by the gallery "
              f"(threshold {result.threshold:.3f})"]
     lines += [f"  group {g}: {len(faces)} faces, e.g. {faces[0].source}" for g, faces in enumerate(groups, 1)]
     if args.out:
-        sheet = result.save(Path(args.out), rec.run_description())
+        sheet = result.save(Path(args.out), made_with)
         lines.append(f"contact sheet: {sheet}; name a group with 'animeface enroll NAME --cluster ID --from {args.out}'")
     if args.json:
         if not args.quiet:
@@ -462,7 +476,7 @@ def cmd_cluster(args) -> int:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         print("\n".join(lines))
-    return _status(len(pictures) - len(result.failed), len(result.failed))
+    return _status(pictures - len(result.failed), len(result.failed))
 
 
 def cmd_identify(args) -> int:

@@ -46,7 +46,7 @@ PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 #: Pictures per part file: a killed run loses at most the part it was gathering.
 PART_PICTURES = 1000
 #: Pictures per decoding-and-detection task.
-DETECT_BATCH = 16
+DETECT_BATCH = 8
 #: Memory each stage's worker is given by Ray's scheduler (measured peaks in benchmarks/index_scale.py):
 #: a detection task holds one decoded picture (at most ANIMEFACE_MAX_PIXELS) and the detector, an
 #: embedder the network. Being different, they also keep Ray from fusing the two stages into one.
@@ -137,6 +137,32 @@ def read_index(folder: os.PathLike) -> "pa.Table":
     tables = [pq.read_table(p) for p in parts]
     return pa.concat_tables([t.replace_schema_metadata(None) for t in tables]).replace_schema_metadata(
         {METADATA_KEY: json.dumps(description).encode()})
+
+
+def index_clusters(folder: os.PathLike, threshold: float | None = None):
+    """Group the unknown faces of the index in folder by character (cluster.group) from their stored
+    vectors: nothing is decoded or embedded again. Faces the index names are set aside, as
+    Recognizer.cluster sets aside those its gallery names. threshold defaults to the one from the
+    embedder's calibration, recorded in the index. Returns (Clusters, the embedder's description)."""
+    import pyarrow.compute as pc
+
+    from .cluster import ClusterFace, Clusters, checked, group, threshold_from
+
+    table = read_index(folder)
+    description = json.loads(table.schema.metadata[METADATA_KEY])
+    threshold = threshold_from(description.get("pair_similarity")) if threshold is None else checked(threshold)
+    failed = [f"{r['path']}: {r['error']}" for r in table.filter(pc.is_valid(table["error"]))
+              .select(["path", "error"]).to_pylist()]
+    faces = table.filter(pc.is_valid(table["vector"]))
+    rows = faces.select(["path", "box", "sha256", "label"]).to_pylist()
+    unknown = np.array([r["label"] is None for r in rows], bool)
+    vectors = faces["vector"].combine_chunks().values.to_numpy(zero_copy_only=False).reshape(len(rows), -1)
+    named = [(ClusterFace(r["path"], r["box"], r["sha256"]), r["label"]) for r in rows if r["label"] is not None]
+    found = [ClusterFace(r["path"], r["box"], r["sha256"]) for r in rows if r["label"] is None]
+    pictures = np.unique([f.source for f in found], return_inverse=True)[1] if found else []
+    vectors = np.ascontiguousarray(vectors[unknown], np.float32)
+    return Clusters(found, vectors, group(vectors, threshold, pictures=pictures), threshold, named, failed), \
+        description["embedder"]
 
 
 def _parts(folder: Path) -> list[Path]:
@@ -332,7 +358,8 @@ def _describe(recognizer, settings: Settings) -> dict:
     """What the index records in its metadata, and what a rerun must match."""
     named = bool(recognizer.characters)
     return {"schema_version": SCHEMA_VERSION, "embedder": recognizer.run_description(),
-            "dim": recognizer.embedder.dim, "gallery": settings.gallery if named else None,
+            "dim": recognizer.embedder.dim, "pair_similarity": recognizer.embedder.pair_similarity,
+            "gallery": settings.gallery if named else None,
             "gallery_sha256": gallery_sha256(Path(settings.gallery)) if named else None,
             "stranger_refusal": settings.stranger_refusal if named else None,
             "detector": settings.detector, "faces": settings.faces}

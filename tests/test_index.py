@@ -222,6 +222,18 @@ def test_index_on_a_cluster_agrees_with_identify_survives_a_lost_node_and_carrie
         for i, vector in enumerate(rec.vectors_for(crops, keep=True) if crops else []):
             np.testing.assert_allclose(rows[str(path), i]["vector"], vector, atol=2e-3)
 
+    # cluster --index groups the unknown faces from the stored vectors; the named ones are set aside
+    grouped = subprocess.run([sys.executable, "-m", "animeface", "cluster", "--index", str(out), "--similarity", "0.5",
+                              "--json", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert grouped.returncode == 3, grouped.stderr  # the two unreadable files, named on stderr
+    assert str(src / "broken.jpg") in grouped.stderr
+    groups = json.loads(grouped.stdout.splitlines()[-1])
+    faces = [r for r in rows.values() if r["vector"] is not None]
+    assert sorted((f["source"], f["box"], f["label"]) for f in groups["named"]) == \
+        sorted((r["path"], r["box"], r["label"]) for r in faces if r["label"])
+    assert sum(len(c["faces"]) for c in groups["clusters"]) + len(groups["ungrouped"]) == \
+        sum(r["label"] is None for r in faces)
+
     # a rerun adds nothing, and writes nothing
     before = _parts(out)
     again = _index(src, "--out", out, *NAMING, "--address", address, env=token)
