@@ -359,7 +359,6 @@ def _describe(recognizer, settings: Settings) -> dict:
     named = bool(recognizer.characters)
     return {"schema_version": SCHEMA_VERSION, "embedder": recognizer.run_description(),
             "dim": recognizer.embedder.dim, "pair_similarity": recognizer.embedder.pair_similarity,
-            "gallery": settings.gallery if named else None,
             "gallery_sha256": gallery_sha256(Path(settings.gallery)) if named else None,
             "stranger_refusal": settings.stranger_refusal if named else None,
             "detector": settings.detector, "faces": settings.faces}
@@ -381,8 +380,9 @@ def _lock(out: Path) -> files.FolderLock:
         raise IndexingError(f"{out}: exists and is not a folder; give a new or empty folder for the index")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        ours = set(files.leftovers(out))
         foreign = [n for n in sorted(os.listdir(out))
-                   if not (n.startswith(PART_PREFIX) and n.endswith(PART_SUFFIX)) and out / n not in files.leftovers(out)]
+                   if not (n.startswith(PART_PREFIX) and n.endswith(PART_SUFFIX)) and out / n not in ours]
         if foreign:
             raise IndexingError(f"{out}: holds files that are not part of an index (such as {foreign[0]!r}); "
                                 "give a new or empty folder, or the folder of an earlier index run")
@@ -418,17 +418,21 @@ def _run(todo: list[Path], settings: Settings, out: Path, description: dict, add
     import ray.data
     from tqdm import tqdm
 
+    from .sort import EMBED_BATCH
+
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=address, num_cpus=num_cpus if address == "local" else None,
-             include_dashboard=False if address == "local" else None, log_to_driver=False,
-             logging_level=logging.ERROR)
+    try:
+        ray.init(address=address, num_cpus=num_cpus if address == "local" else None,
+                 include_dashboard=False if address == "local" else None, log_to_driver=False,
+                 logging_level=logging.ERROR)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = "start Ray on this machine" if address == "local" else f"join the Ray cluster at {address}"
+        raise IndexingError(f"could not {where} ({exc})") from None
     try:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         ray.data.DataContext.get_current().enable_progress_bars = False
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         chunks = [pa.table({"path": [str(p) for p in todo[i:i + DETECT_BATCH]]}) for i in range(0, len(todo), DETECT_BATCH)]
-        from .sort import EMBED_BATCH
-
         rows = (ray.data.from_arrow(chunks)
                 .map_batches(detect_batch, fn_args=(settings,), batch_size=None, batch_format="pyarrow",
                              num_cpus=STAGE_CPUS, memory=DETECT_MEMORY)
@@ -440,6 +444,9 @@ def _run(todo: list[Path], settings: Settings, out: Path, description: dict, add
             for table in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
                 bar.update(writer.take(table))
             writer.flush()
+    except ray.exceptions.RayError as exc:  # a worker failed for good; what Ray says last is why
+        raise IndexingError(f"the run stopped ({str(exc).strip().splitlines()[-1]}); the {summary.parts} part(s) "
+                            f"written to {out} are kept: run the same command again to carry on") from exc
     finally:
         ray.shutdown()
 

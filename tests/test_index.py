@@ -171,11 +171,17 @@ def test_index_on_a_cluster_agrees_with_identify_survives_a_lost_node_and_carrie
     deadline = time.monotonic() + 300
     while not (out.is_dir() and any(n.startswith("part-") for n in os.listdir(out))):
         assert run.poll() is None, run.communicate()
-        assert time.monotonic() < deadline, "no part written in 5 minutes"
+        if time.monotonic() > deadline:
+            run.kill()
+            pytest.fail(f"no part written in 5 minutes: {run.communicate()}")
         time.sleep(0.1)
     assert run.poll() is None, "the run ended before the node could be killed"
     worker.kill()
-    stdout, stderr = run.communicate(timeout=600)
+    try:
+        run.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        pytest.fail(f"the run did not end in 10 minutes after its node was lost: {run.communicate()}")
     if run.returncode not in (0, 3):  # the run may fail with the node; the rerun then carries on
         finished = _index(src, "--out", out, *NAMING, "--address", address, env=token)
         assert finished.returncode in (0, 3), finished.stderr
