@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "animeface sort ~/Downloads/anime ~/Pictures/by-character\n"
                  "animeface sort SRC DST --move --dry-run         # see what would happen\n"
                  "animeface sort SRC DST --group-unknown           # unknown pictures into _unknown/group-01/, ...\n"
+                 "animeface sort SRC DST --index DIR               # by the faces 'animeface index SRC --out DIR' named\n"
                  "animeface sort --undo DST                        # reverse the latest sort into DST")
     p.add_argument("src", nargs="?", metavar="SRC", help="folder of pictures (walked recursively)")
     p.add_argument("dst", nargs="?", metavar="DST", help="destination: DST/<character>/, DST/_unknown/, DST/_noface/")
@@ -177,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --group-unknown: mean cosine similarity two groups need to merge (default: from the "
                         "embedder's calibration; higher gives smaller, purer groups)")
     p.add_argument("--jobs", type=int, metavar="N", help="decoding and detecting threads (default: CPU count)")
+    p.add_argument("--index", metavar="DIR",
+                   help="place each picture by the faces an index of SRC ('animeface index SRC --out DIR') holds, "
+                        "detecting and embedding nothing again (its gallery named them); a picture it does not "
+                        "hold, or that changed since, is left in place")
     p.add_argument("--undo", metavar="DST", help="reverse the latest sort into DST instead")
 
     p = _command(sub, "index", "index every face of many pictures into a Parquet table, on Ray", cmd_index,
@@ -574,17 +579,19 @@ def cmd_sort(args) -> int:
         raise UsageError("sort: --jobs must be at least 1")
     if args.similarity is not None and not args.group_unknown:
         raise UsageError("sort: --similarity goes with --group-unknown")
-    rec = open_recognizer(args, create=args.group_unknown)  # grouping needs no gallery
-    if not args.group_unknown:
-        _warn_if_empty(rec)
-    elif not rec.characters:
-        _say(f"no characters in {rec.path}: every face is unknown, and grouped by character")
-    if rec.characters or args.group_unknown:
-        load_embedder(rec, args)
+    rec = None
+    if not args.index:  # an index named the faces already
+        rec = open_recognizer(args, create=args.group_unknown)  # grouping needs no gallery
+        if not args.group_unknown:
+            _warn_if_empty(rec)
+        elif not rec.characters:
+            _say(f"no characters in {rec.path}: every face is unknown, and grouped by character")
+        if rec.characters or args.group_unknown:
+            load_embedder(rec, args)
     try:
         summary = sort_folder(rec, args.src, args.dst, move=args.move, dry_run=args.dry_run, faces=args.faces,
                               jobs=args.jobs, progress=_progress(args), log=tqdm.write if args.dry_run else None,
-                              group_unknown=args.group_unknown, similarity=args.similarity)
+                              group_unknown=args.group_unknown, similarity=args.similarity, index=args.index)
     except KeyboardInterrupt:
         _say("interrupted; run the same command again to carry on, "
              f"or 'animeface sort --undo {args.dst}' to reverse it")

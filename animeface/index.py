@@ -165,6 +165,50 @@ def index_clusters(folder: os.PathLike, threshold: float | None = None):
         description["embedder"]
 
 
+class IndexedPictures:
+    """The faces an index holds for the pictures under one folder, named and with their vectors, for
+    sort --index: nothing is detected or embedded again."""
+
+    def __init__(self, folder: os.PathLike, under: Path):
+        import pyarrow.compute as pc
+
+        from .boxes import Box
+        from .recognizer import Face, WholePicture
+
+        self.folder = Path(folder).expanduser().resolve()
+        table = read_index(self.folder)
+        self.pair_similarity = json.loads(table.schema.metadata[METADATA_KEY]).get("pair_similarity")
+        table = table.filter(pc.starts_with(table["path"], str(under).rstrip(os.sep) + os.sep))
+        vectors = table["vector"].combine_chunks()
+        self._pictures: dict[str, tuple[str | None, str | None, list, list]] = {}
+        for i, r in enumerate(table.drop_columns(["vector"]).to_pylist()):
+            sha256, error, faces, rows = self._pictures.setdefault(r["path"], (r["sha256"], r["error"], [], []))
+            if r["box"] is not None:
+                box = (WholePicture if r["whole_picture"] else Box)(*r["box"], r["box_score"])
+                faces.append(Face(box, r["label"], 1.0 if r["score"] is None else r["score"],
+                                  [(c["name"], c["score"]) for c in r["candidates"] or []]))
+                rows.append(i)
+        self._vectors = vectors
+
+    def faces(self, path: Path, sha256: str) -> tuple[list, np.ndarray | None]:
+        """The picture's faces as indexed, and their vectors; an ImageError when the index does not
+        hold it, could not read it either, or holds other bytes at that path."""
+        from .errors import ImageError
+
+        found = self._pictures.get(str(path))
+        if found is None:
+            raise ImageError(f"{path.name}: not in the index {self.folder}; index it first, or sort without --index")
+        indexed_sha256, error, faces, rows = found
+        if error:
+            raise ImageError(f"{path.name}: {error}")
+        if indexed_sha256 != sha256:
+            raise ImageError(f"{path.name}: changed since it was indexed; index it again, or sort without --index")
+        if not rows:
+            return [], None
+        chosen = self._vectors.take(rows)
+        return faces, chosen.values.to_numpy(zero_copy_only=False).reshape(len(rows), -1).astype(np.float32)
+
+
 def _parts(folder: Path) -> list[Path]:
     try:
         names = os.listdir(folder)

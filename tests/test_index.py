@@ -6,6 +6,7 @@ process group) and stops exactly what it started, by process id: never `ray stop
 stop every Ray on the machine.
 """
 
+import csv
 import json
 import os
 import secrets
@@ -239,6 +240,21 @@ def test_index_on_a_cluster_agrees_with_identify_survives_a_lost_node_and_carrie
         sorted((r["path"], r["box"], r["label"]) for r in faces if r["label"])
     assert sum(len(c["faces"]) for c in groups["clusters"]) + len(groups["ungrouped"]) == \
         sum(r["label"] is None for r in faces)
+
+    # sort --index files each picture by the faces the index named, detecting and embedding nothing again
+    dst = tmp_path / "sorted"
+    sorted_run = subprocess.run([sys.executable, "-m", "animeface", "sort", str(src), str(dst), "--index", str(out),
+                                 "-q"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert sorted_run.returncode == 3, sorted_run.stderr  # the two unreadable files are left in place
+    with open(dst / ".animeface" / "report.csv", encoding="utf-8") as fh:
+        placed = {r["source"]: sorted(Path(d).parent.name for d in r["destinations"].split(";") if d)
+                  for r in csv.DictReader(fh)}
+    assert set(placed) == {str(p) for p in pictures}
+    for path, folders in placed.items():
+        mine = [r for (p, _), r in rows.items() if p == path]
+        labels = sorted({r["label"] for r in mine if r["label"]})
+        expected = [] if mine[0]["error"] else labels or ["_unknown" if mine[0]["box"] is not None else "_noface"]
+        assert folders == expected, path
 
     # a rerun adds nothing, and writes nothing
     before = _parts(out)
