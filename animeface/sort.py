@@ -435,10 +435,10 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
         for pic in pictures:
             batch.append(pic)
             if index is not None or sum(len(p.crops) for p in batch) >= EMBED_BATCH:
-                records += _name_and_place(recognizer, batch, placer, held)
+                records += _name_and_place(recognizer, batch, placer, held, index is not None)
                 bar.update(len(batch))
                 batch = []
-        records += _name_and_place(recognizer, batch, placer, held)
+        records += _name_and_place(recognizer, batch, placer, held, index is not None)
         bar.update(len(batch))
         bar.close()
         if grouping:
@@ -510,18 +510,17 @@ class Unknown:
     vectors: np.ndarray
 
 
-def _name_and_place(recognizer, batch: list[Picture], placer: "_Placer", held: list[Unknown] | None) -> list[dict]:
-    """Embed the batch's crops in one go, name each picture's faces (unless an index named them), and
-    place the pictures;
-    with held (a list) given, pictures with faces but no named face go there instead, without their crops."""
+def _name_and_place(recognizer, batch: list[Picture], placer: "_Placer", held: list[Unknown] | None,
+                    indexed: bool = False) -> list[dict]:
+    """Embed the batch's crops in one go, name each picture's faces, and place the pictures; indexed:
+    an index named the faces already (pic.faces, pic.vectors). With held (a list) given, pictures
+    with faces but no named face go there instead, without their crops."""
     crops = [c for pic in batch for c in pic.crops]
-    vectors = recognizer.vectors_for(crops, keep=held is not None) if crops else None
+    vectors = None if indexed else recognizer.vectors_for(crops, keep=held is not None)
     records, offset = [], 0
     for pic in batch:
-        if pic.faces is not None:  # named by an index
-            named, mine = pic.faces, pic.vectors
-        elif not pic.boxes:  # no face, or unreadable
-            named, mine = [], None
+        if indexed:  # pic.faces is None: unreadable, or not in the index
+            named, mine = pic.faces or [], pic.vectors
         else:
             n = len(pic.boxes)
             mine = None if vectors is None else vectors[offset:offset + n]
