@@ -47,11 +47,12 @@ PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 PART_PICTURES = 1000
 #: Pictures per decoding-and-detection task.
 DETECT_BATCH = 8
-#: Memory each stage's worker is given by Ray's scheduler (measured peaks in benchmarks/index_scale.py):
-#: a detection task holds one decoded picture (at most ANIMEFACE_MAX_PIXELS) and the detector, an
-#: embedder the network. Being different, they also keep Ray from fusing the two stages into one.
-DETECT_MEMORY = 1 << 30
-EMBED_MEMORY = 3 << 29
+#: Memory Ray's scheduler sets aside for each stage's worker, above the peaks measured by
+#: benchmarks/index_scale.py (a detection worker about 1 GB: the detector and one decoded picture,
+#: whose pixels sort's PixelBudget bounds; an embedder about 570 MB: the network). Being different,
+#: they also keep Ray from fusing the two stages into one.
+DETECT_MEMORY = 3 << 29
+EMBED_MEMORY = 3 << 28
 #: Ray's share of a CPU for each task and actor: both stages must fit on a one-CPU machine at once.
 STAGE_CPUS = 0.5
 
@@ -67,7 +68,7 @@ class Settings:
     gallery: str
     gallery_revision: str | None
     backbone: str | None
-    projection: str
+    projection: str | None
     cascade: str | None
     detector: str
     stranger_refusal: float
