@@ -453,9 +453,7 @@ def cmd_cluster(args) -> int:
     if args.index:
         from .index import index_clusters
 
-        result, made_with = index_clusters(args.index, args.similarity)
-        pictures = {f.source for f in result.faces} | {f.source for f, _ in result.named}
-        pictures = len(pictures) + len(result.failed)
+        result, made_with, pictures = index_clusters(args.index, args.similarity)
     else:
         if not Gallery.exists(gallery_path(args)):
             _say(f"no gallery at {gallery_path(args)}: no face is set aside as already named")

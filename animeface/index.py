@@ -144,7 +144,8 @@ def index_clusters(folder: os.PathLike, threshold: float | None = None):
     """Group the unknown faces of the index in folder by character (cluster.group) from their stored
     vectors: nothing is decoded or embedded again. Faces the index names are set aside, as
     Recognizer.cluster sets aside those its gallery names. threshold defaults to the one from the
-    embedder's calibration, recorded in the index. Returns (Clusters, the embedder's description)."""
+    embedder's calibration, recorded in the index. Returns (Clusters, the embedder's description,
+    how many pictures the index holds)."""
     import pyarrow.compute as pc
 
     from .cluster import ClusterFace, Clusters, checked, group, threshold_from
@@ -163,7 +164,7 @@ def index_clusters(folder: os.PathLike, threshold: float | None = None):
     pictures = np.unique([f.source for f in found], return_inverse=True)[1] if found else []
     vectors = np.ascontiguousarray(vectors[unknown], np.float32)
     return Clusters(found, vectors, group(vectors, threshold, pictures=pictures), threshold, named, failed), \
-        description["embedder"]
+        description["embedder"], len(pc.unique(table["path"]))
 
 
 class IndexedPictures:
