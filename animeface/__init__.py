@@ -20,12 +20,13 @@ _LAZY = {
     "load_image": "io",
     "EnrollReport": "recognizer", "Face": "recognizer", "Recognizer": "recognizer", "Calibration": "recognizer",
     "enroll": "recognizer", "identify": "recognizer",
+    "read_index": "index",
 }
 
 __all__ = [
     "AnimefaceError", "BackboneMismatchError", "Box", "CharacterNameError", "Detector", "EnrollReport", "Face",
     "GalleryError", "ImageError", "ModelError", "Recognizer", "Calibration", "detect_faces", "enroll", "identify",
-    "load_image",
+    "load_image", "read_index",
 ]
 __version__ = "0.3.0"
 

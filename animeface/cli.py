@@ -1,4 +1,4 @@
-"""The `animeface` command line: enroll, identify, detect, list, forget (and sort, evaluate).
+"""The `animeface` command line: enroll, identify, detect, list, forget (and sort, index, evaluate).
 
 Heavy modules load inside each command, so `animeface --help` answers at once.
 Each input that fails gets one line on stderr, and the exit status (EXIT_STATUS,
@@ -166,8 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "cluster", "group the faces nobody has enrolled by character", cmd_cluster,
                  "animeface cluster new_pictures/ --out groups/    # then open groups/index.html\n"
                  "animeface enroll 'Hatsune Miku' --cluster 1 --from groups/\n"
-                 "animeface cluster face_crops/ --faces whole --json")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="pictures or folders")
+                 "animeface cluster face_crops/ --faces whole --json\n"
+                 "animeface cluster --index collection-index/ --out groups/   # from 'animeface index': no embedding")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="pictures or folders")
+    p.add_argument("--index", metavar="DIR", help="group the unknown faces of an index made by 'animeface index "
+                                                  "--out DIR' from its stored vectors, embedding nothing again "
+                                                  "(instead of PATH; the faces the index names are set aside)")
     p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
     p.add_argument("--out", metavar="DIR", help="write the groups here: a contact sheet (index.html) to choose names "
                                                 "from, and the run, for 'enroll NAME --cluster ID --from DIR'")
@@ -195,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "animeface sort ~/Downloads/anime ~/Pictures/by-character\n"
                  "animeface sort SRC DST --move --dry-run         # see what would happen\n"
                  "animeface sort SRC DST --group-unknown           # unknown pictures into _unknown/group-01/, ...\n"
+                 "animeface sort SRC DST --index DIR               # by the faces 'animeface index SRC --out DIR' named\n"
                  "animeface sort --undo DST                        # reverse the latest sort into DST")
     p.add_argument("src", nargs="?", metavar="SRC", help="folder of pictures (walked recursively)")
     p.add_argument("dst", nargs="?", metavar="DST", help="destination: DST/<character>/, DST/_unknown/, DST/_noface/")
@@ -212,7 +217,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --group-unknown: mean cosine similarity two groups need to merge (default: from the "
                         "embedder's calibration; higher gives smaller, purer groups)")
     p.add_argument("--jobs", type=int, metavar="N", help="decoding and detecting threads (default: CPU count)")
+    p.add_argument("--index", metavar="DIR",
+                   help="place each picture by the faces an index of SRC ('animeface index SRC --out DIR') holds, "
+                        "detecting and embedding nothing again (its gallery named them); a picture it does not "
+                        "hold, or that changed since, is left in place")
     p.add_argument("--undo", metavar="DST", help="reverse the latest sort into DST instead")
+
+    p = _command(sub, "index", "index every face of many pictures into a Parquet table, on Ray", cmd_index,
+                 "animeface index ~/collection --out collection-index/\n"
+                 "animeface index SRC --out DIR --address 10.0.0.5:6379      # on a cluster made by 'ray start --head'\n"
+                 "animeface index SRC --out DIR                # again: indexes only the pictures not yet written\n"
+                 "python -c \"import animeface; print(animeface.read_index('collection-index/'))\"")
+    p.add_argument("paths", nargs="+", metavar="SRC", help="pictures or folders (walked recursively)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder of the index: Parquet files, one row per face (a new or empty folder, or the "
+                        "folder of an earlier run, which is carried on)")
+    p.add_argument("--faces", choices=["auto", "detect", "whole"], default="auto", help=FACES_HELP + "; default auto")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="join this running Ray cluster (started with 'ray start --head'); default: RAY_ADDRESS, "
+                        "else Ray starts on this machine and stops at the end")
+    p.add_argument("--part-size", type=int, metavar="N",
+                   help="pictures per Parquet file (default 1000); a killed run loses at most the part it was "
+                        "writing")
 
     p = _command(sub, "serve", "a web page to identify, teach and browse the gallery", cmd_serve,
                  "animeface serve                                  # then open http://127.0.0.1:8765/\n"
@@ -319,19 +345,27 @@ def gallery_path(args) -> Path:
 def open_recognizer(args, create: bool = False):
     """The gallery named by --gallery (or the default one). Only enroll may create one: for any other
     verb a folder with no gallery in it is an error naming it, never a silently empty gallery."""
-    from .gallery import Gallery
     from .recognizer import Recognizer
 
     path = gallery_path(args)
-    if not create and not Gallery.exists(path):
-        option = f"--gallery {path}" if args.gallery else f"the default gallery {path}"
-        raise GalleryError(f"{option}: no gallery there (no gallery.json); check the folder's name, "
-                           "or enroll characters into it first with 'animeface enroll'")
+    if not create:
+        check_gallery(args)
     if not hasattr(args, "backbone"):  # list, forget: they never embed, so any backbone setting opens any gallery
         return Recognizer(path, backbone="imagenet", check_backbone=False, progress=False)
     return Recognizer(path, backbone=args.backbone, projection=args.projection, cascade=args.cascade,
                       detector=args.detector, stranger_refusal=getattr(args, "refuse_strangers", STRANGER_REFUSAL),
                       progress=_progress(args))
+
+
+def check_gallery(args) -> None:
+    """A folder with no gallery in it, named by --gallery (or the default gallery's), is an error naming it."""
+    from .gallery import Gallery
+
+    path = gallery_path(args)
+    if not Gallery.exists(path):
+        option = f"--gallery {path}" if args.gallery else f"the default gallery {path}"
+        raise GalleryError(f"{option}: no gallery there (no gallery.json); check the folder's name, "
+                           "or enroll characters into it first with 'animeface enroll'")
 
 
 def load_embedder(rec, args, maps: bool = False) -> None:
@@ -463,24 +497,32 @@ def cmd_cluster(args) -> int:
     from .cluster import check_free
     from .gallery import Gallery
 
-    if not Gallery.exists(gallery_path(args)):
-        _say(f"no gallery at {gallery_path(args)}: no face is set aside as already named")
+    if bool(args.paths) == bool(args.index):
+        raise UsageError("cluster: give PATH... or --index DIR (one of them)")
     if args.out:
         check_free(Path(args.out))  # before minutes of work, not after
-    rec = open_recognizer(args, create=True)  # grouping needs no gallery, and saves none
-    pictures = [p for p, _ in _pictures(args.paths)]
-    if pictures:
-        load_embedder(rec, args)
-    result = rec.cluster(pictures, faces=args.faces, threshold=args.similarity, thumbnails=bool(args.out))
+    if args.index:
+        from .index import index_clusters
+
+        result, made_with, pictures = index_clusters(args.index, args.similarity)
+    else:
+        if not Gallery.exists(gallery_path(args)):
+            _say(f"no gallery at {gallery_path(args)}: no face is set aside as already named")
+        rec = open_recognizer(args, create=True)  # grouping needs no gallery, and saves none
+        paths = [p for p, _ in _pictures(args.paths)]
+        if paths:
+            load_embedder(rec, args)
+        result = rec.cluster(paths, faces=args.faces, threshold=args.similarity, thumbnails=bool(args.out))
+        pictures, made_with = len(paths), rec.run_description()
     for message in result.failed:
         _failed(message)
     groups = result.groups
-    lines = [f"{len(result.faces) + len(result.named)} face(s) in {len(pictures) - len(result.failed)} picture(s): "
+    lines = [f"{len(result.faces) + len(result.named)} face(s) in {pictures - len(result.failed)} picture(s): "
              f"{len(groups)} group(s), {len(result.ungrouped)} ungrouped, {len(result.named)} named by the gallery "
              f"(threshold {result.threshold:.3f})"]
     lines += [f"  group {g}: {len(faces)} faces, e.g. {faces[0].source}" for g, faces in enumerate(groups, 1)]
     if args.out:
-        sheet = result.save(Path(args.out), rec.run_description())
+        sheet = result.save(Path(args.out), made_with)
         lines.append(f"contact sheet: {sheet}; name a group with 'animeface enroll NAME --cluster ID --from {args.out}'")
     if args.json:
         if not args.quiet:
@@ -488,7 +530,7 @@ def cmd_cluster(args) -> int:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         print("\n".join(lines))
-    return _status(len(pictures) - len(result.failed), len(result.failed))
+    return _status(pictures - len(result.failed), len(result.failed))
 
 
 def cmd_identify(args) -> int:
@@ -740,23 +782,55 @@ def cmd_sort(args) -> int:
         raise UsageError("sort: --jobs must be at least 1")
     if args.similarity is not None and not args.group_unknown:
         raise UsageError("sort: --similarity goes with --group-unknown")
-    rec = open_recognizer(args, create=args.group_unknown)  # grouping needs no gallery
-    if not args.group_unknown:
-        _warn_if_empty(rec)
-    elif not rec.characters:
-        _say(f"no characters in {rec.path}: every face is unknown, and grouped by character")
-    if rec.characters or args.group_unknown:
-        load_embedder(rec, args)
+    rec = None
+    if not args.index:  # an index named the faces already
+        rec = open_recognizer(args, create=args.group_unknown)  # grouping needs no gallery
+        if not args.group_unknown:
+            _warn_if_empty(rec)
+        elif not rec.characters:
+            _say(f"no characters in {rec.path}: every face is unknown, and grouped by character")
+        if rec.characters or args.group_unknown:
+            load_embedder(rec, args)
     try:
         summary = sort_folder(rec, args.src, args.dst, move=args.move, dry_run=args.dry_run, faces=args.faces,
                               jobs=args.jobs, progress=_progress(args), log=tqdm.write if args.dry_run else None,
-                              group_unknown=args.group_unknown, similarity=args.similarity)
+                              group_unknown=args.group_unknown, similarity=args.similarity, index=args.index)
     except KeyboardInterrupt:
         _say("interrupted; run the same command again to carry on, "
              f"or 'animeface sort --undo {args.dst}' to reverse it")
         return EXIT_INTERRUPTED
     print(summary)
     return _status(summary.files - len(summary.left), len(summary.left))
+
+
+def cmd_index(args) -> int:
+    from importlib.util import find_spec
+
+    from .gallery import Gallery
+
+    if args.part_size is not None and args.part_size < 1:
+        raise UsageError("index: --part-size must be at least 1")
+    if not (find_spec("ray") and find_spec("pyarrow")):
+        raise AnimefaceError("index needs Ray and pyarrow: pip install 'animeface-recognition[index]'")
+    if args.gallery:
+        check_gallery(args)
+    elif not Gallery.exists(gallery_path(args)):
+        _say(f"no gallery at {gallery_path(args)}: faces are not named, only their vectors are written")
+    from .index import PART_PICTURES, index_pictures
+
+    if not args.quiet:
+        _say("loading the networks and starting Ray ...")
+    try:
+        summary = index_pictures(args.paths, args.out, gallery=args.gallery, backbone=args.backbone,
+                                 projection=args.projection, cascade=args.cascade, detector=args.detector,
+                                 stranger_refusal=args.refuse_strangers, faces=args.faces, address=args.address,
+                                 part_pictures=args.part_size or PART_PICTURES, progress=_progress(args),
+                                 log=_failed)
+    except KeyboardInterrupt:
+        _say("interrupted; the parts written are kept: run the same command again to carry on")
+        return EXIT_INTERRUPTED
+    print(summary)
+    return _status(summary.pictures + summary.already - len(summary.failed), len(summary.failed))
 
 
 def cmd_list(args) -> int:

@@ -304,20 +304,29 @@ class Picture:
     boxes: list = field(default_factory=list)
     crops: list = field(default_factory=list)
     error: str | None = None
+    #: The faces, named, and their vectors, when an index (`animeface index`) named them already.
+    faces: list | None = None
+    vectors: np.ndarray | None = None
 
 
-def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: PixelBudget) -> Picture:
+def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: PixelBudget, index=None) -> Picture:
     """Read the file once; hash, decode, detect and crop, holding its pixels from the budget;
-    save a thumbnail into thumbs (unless None). Anything but a regular file is left alone."""
+    save a thumbnail into thumbs (unless None). Anything but a regular file is left alone.
+    With index (index.IndexedPictures), the picture's faces are those the index holds, nothing is
+    detected, and the file must be the one indexed (same sha256)."""
     pic = Picture(path)
     try:
         if path.suffix.lower() not in IMAGE_SUFFIXES and not _looks_like_image(path):
             raise ImageError(f"{path.name}: not an image ({path.suffix or 'no'} file suffix, no image header)")
         data = read_file(path, path.name, follow_links=False)
         pic.size, pic.sha256 = len(data), hashlib.sha256(data).hexdigest()
+        if index is not None:
+            pic.faces, pic.vectors = index.faces(path, pic.sha256)
+            pic.boxes = [f.box for f in pic.faces]
         with budget.decoded(data, path.name) as rgb:
             pic.shape = rgb.shape[:2]
-            pic.boxes, pic.crops = recognizer.face_crops(rgb, faces)
+            if index is None:
+                pic.boxes, pic.crops = recognizer.face_crops(rgb, faces)
             if thumbs is not None:
                 report.save_thumbnail(rgb, thumbs / f"{pic.sha256}.jpg")
     except ImageError as exc:
@@ -343,7 +352,7 @@ def _looks_like_image(path: Path) -> bool:
 
 def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = False, faces: str = "detect",
                 jobs: int | None = None, progress: bool = False, log: Callable[[str], None] | None = None,
-                group_unknown: bool = False, similarity: float | None = None) -> SortSummary:
+                group_unknown: bool = False, similarity: float | None = None, index=None) -> SortSummary:
     """Sort every file under src into dst/<character>/, dst/_unknown/ and dst/_noface/.
 
     A picture goes to the folder of each known character in it; files that are
@@ -354,8 +363,11 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     dst/_unknown/group-01/, group-02/, ... by character (see the module's
     docstring); similarity is the grouping threshold, by default the one
     `animeface cluster` takes from the embedder's calibration. The latest run
-    into dst, if it was interrupted (same src and mode), is resumed. The
-    journal, report.csv and report.html go to dst/.animeface/. Raises
+    into dst, if it was interrupted (same src and mode), is resumed. With index
+    (the folder of an `animeface index` of src), the pictures are placed by the
+    faces the index holds, nothing is detected or embedded again (recognizer may
+    be None), and a picture it does not hold, or that changed since, is left in
+    place. The journal, report.csv and report.html go to dst/.animeface/. Raises
     SortError when another sort or undo into dst is running, or dst cannot be
     written to, and ClusterError when grouping has no threshold.
     """
@@ -372,23 +384,29 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     jobs = jobs or available_cores()
+    if index is not None:
+        from .index import IndexedPictures
+
+        index = IndexedPictures(index, src)
     threshold = None
     if group_unknown:
         from .cluster import checked, threshold_from
 
-        threshold = threshold_from(recognizer.embedder.pair_similarity) if similarity is None else checked(similarity)
+        calibration = index.pair_similarity if index is not None else recognizer.embedder.pair_similarity
+        threshold = threshold_from(calibration) if similarity is None else checked(similarity)
     with nullcontext() if dry_run else _lock(dst):
         return _sort(recognizer, src, dst, move, dry_run, faces, jobs, progress, log or (lambda line: None), started,
-                     threshold)
+                     threshold, index)
 
 
 def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: str, jobs: int, progress: bool,
-          log: Callable[[str], None], started: float, threshold: float | None) -> SortSummary:
-    """The run itself; threshold is None unless unknown pictures are grouped."""
+          log: Callable[[str], None], started: float, threshold: float | None, index) -> SortSummary:
+    """The run itself; threshold is None unless unknown pictures are grouped, index None unless the
+    faces come from an index."""
     grouping = threshold is not None
     if not dry_run:
         _remove_leftovers(dst)
-    entries = _resumable(dst, src, move, grouping)
+    entries = _resumable(dst, src, move, grouping, index)
     finished = [e for e in entries if e["op"] == "done"]
     if dry_run:
         journal = _NoJournal()
@@ -398,7 +416,7 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
     else:
         journal = Journal(Journal.new_path(dst))
         journal.write("run", src=str(src), dst=str(dst), move=move, faces=faces, group_unknown=grouping,
-                      at=datetime.now().isoformat(timespec="seconds"))
+                      index=str(index.folder) if index else None, at=datetime.now().isoformat(timespec="seconds"))
     done_paths = {e["src"] for e in finished}
     todo = [f for f in walk(src, dst) if str(f) not in done_paths]
     placer = _Placer(dst, journal, move, dry_run, log, made={e["dst"] for e in entries if e["op"] == "copy"})
@@ -412,14 +430,15 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
     bar = tqdm(total=len(todo), desc="sort", unit="img", disable=not progress, smoothing=0.1)
     try:
         batch: list[Picture] = []
-        pictures = pipelined(lambda p: analyse(p, recognizer, faces, thumbs, budget), todo, jobs, 2 * EMBED_BATCH + 4 * jobs)
+        pictures = pipelined(lambda p: analyse(p, recognizer, faces, thumbs, budget, index), todo, jobs,
+                             2 * EMBED_BATCH + 4 * jobs)
         for pic in pictures:
             batch.append(pic)
-            if sum(len(p.crops) for p in batch) >= EMBED_BATCH:
-                records += _name_and_place(recognizer, batch, placer, held)
+            if index is not None or sum(len(p.crops) for p in batch) >= EMBED_BATCH:
+                records += _name_and_place(recognizer, batch, placer, held, index is not None)
                 bar.update(len(batch))
                 batch = []
-        records += _name_and_place(recognizer, batch, placer, held)
+        records += _name_and_place(recognizer, batch, placer, held, index is not None)
         bar.update(len(batch))
         bar.close()
         if grouping:
@@ -468,7 +487,7 @@ def _remove_leftovers(dst: Path) -> None:
         files.remove_leftover_files(folder)
 
 
-def _resumable(dst: Path, src: Path, move: bool, grouping: bool) -> list[dict]:
+def _resumable(dst: Path, src: Path, move: bool, grouping: bool, index) -> list[dict]:
     """The entries of the latest journal in dst if it is an unfinished run of the same src and mode, else []."""
     path = Journal.latest(dst)
     entries = Journal.read(path) if path else []
@@ -476,6 +495,7 @@ def _resumable(dst: Path, src: Path, move: bool, grouping: bool) -> list[dict]:
         return []
     head = entries[0]
     if head.get("src") != str(src) or head.get("move") != move or head.get("group_unknown", False) != grouping \
+            or head.get("index") != (str(index.folder) if index else None) \
             or any(e["op"] in ("end", "undo") for e in entries):
         return []
     return entries
@@ -490,17 +510,22 @@ class Unknown:
     vectors: np.ndarray
 
 
-def _name_and_place(recognizer, batch: list[Picture], placer: "_Placer", held: list[Unknown] | None) -> list[dict]:
-    """Embed the batch's crops in one go, name each picture's faces, and place the pictures;
-    with held (a list) given, pictures with faces but no named face go there instead, without their crops."""
+def _name_and_place(recognizer, batch: list[Picture], placer: "_Placer", held: list[Unknown] | None,
+                    indexed: bool = False) -> list[dict]:
+    """Embed the batch's crops in one go, name each picture's faces, and place the pictures; indexed:
+    an index named the faces already (pic.faces, pic.vectors). With held (a list) given, pictures
+    with faces but no named face go there instead, without their crops."""
     crops = [c for pic in batch for c in pic.crops]
-    vectors = recognizer.vectors_for(crops, keep=held is not None)
+    vectors = None if indexed else recognizer.vectors_for(crops, keep=held is not None)
     records, offset = [], 0
     for pic in batch:
-        n = len(pic.boxes)
-        mine = None if vectors is None else vectors[offset:offset + n]
-        named = recognizer.name_faces(mine, pic.boxes)
-        offset += n
+        if indexed:  # pic.faces is None: unreadable, or not in the index
+            named, mine = pic.faces or [], pic.vectors
+        else:
+            n = len(pic.boxes)
+            mine = None if vectors is None else vectors[offset:offset + n]
+            named = recognizer.name_faces(mine, pic.boxes)
+            offset += n
         if held is not None and named and not any(f.label for f in named):
             pic.crops = []
             held.append(Unknown(pic, named, mine))

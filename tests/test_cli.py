@@ -57,13 +57,13 @@ def test_help_lists_verbs_exit_statuses_version_and_examples(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for verb in ("enroll", "identify", "detect", "list", "forget", "sort", "evaluate"):
+    for verb in ("enroll", "identify", "detect", "list", "forget", "sort", "index", "evaluate"):
         assert verb in out
     assert "exit status" in out and "3    some inputs failed" in out and "4    no input was processed" in out
     with pytest.raises(SystemExit):
         main(["--version"])
     assert re.fullmatch(r"animeface \d+\.\d+\.\d+\n", capsys.readouterr().out)
-    for verb in ("enroll", "identify", "detect", "list", "forget", "sort", "evaluate"):
+    for verb in ("enroll", "identify", "detect", "list", "forget", "sort", "index", "evaluate"):
         with pytest.raises(SystemExit):
             main([verb, "--help"])
         text = capsys.readouterr().out
@@ -169,7 +169,7 @@ def test_identify_names_face_crops_with_the_default_options(capsys, gallery_copy
 
 
 @pytest.mark.parametrize("verb", [["identify", "x.jpg"], ["list"], ["forget", "gura"], ["sort", "src", "dst"],
-                                  ["detect", "x.jpg", "--out", "out", "--names"]])
+                                  ["detect", "x.jpg", "--out", "out", "--names"], ["index", "src", "--out", "dst"]])
 def test_a_missing_gallery_is_named_and_fails(capsys, tmp_path, verb, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "src").mkdir()
