@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file the pictures with no named face into _unknown/group-01/, group-02/, ... by character "
                         "(01 the largest group), grouped as 'animeface cluster' groups them; a picture whose faces "
                         "fit no group goes to _unknown/. Needs no gallery: without one, every picture with a face "
-                        "is grouped")
+                        "is grouped. With no gallery yet at the default place, sort does this by itself")
     p.add_argument("--similarity", type=float, metavar="S",
                    help="with --group-unknown: mean cosine similarity two groups need to merge (default: from the "
                         "embedder's calibration; higher gives smaller, purer groups)")
@@ -521,7 +521,7 @@ def _free_name(path: Path) -> Path:
 def cmd_sort(args) -> int:
     from tqdm import tqdm
 
-    from .sort import sort_folder, undo
+    from .sort import UNKNOWN, sort_folder, undo
 
     if args.undo:
         if args.src or args.dst:
@@ -533,24 +533,35 @@ def cmd_sort(args) -> int:
         raise UsageError("sort: give SRC and DST (or --undo DST)")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("sort: --jobs must be at least 1")
-    if args.similarity is not None and not args.group_unknown:
+    from .gallery import Gallery
+
+    # No gallery yet (a first run, as in the README): group the faces by character, as --group-unknown does.
+    # A --gallery given that holds none is a typo, said by open_recognizer.
+    grouping = args.group_unknown or (not args.gallery and not Gallery.exists(gallery_path(args)))
+    if args.similarity is not None and not grouping:
         raise UsageError("sort: --similarity goes with --group-unknown")
-    rec = open_recognizer(args, create=args.group_unknown)  # grouping needs no gallery
-    if not args.group_unknown:
+    rec = open_recognizer(args, create=grouping)  # grouping needs no gallery
+    if not grouping:
         _warn_if_empty(rec)
+    elif not args.group_unknown:
+        _say(f"no gallery yet at {rec.path}: grouping the faces by character, as --group-unknown does")
     elif not rec.characters:
         _say(f"no characters in {rec.path}: every face is unknown, and grouped by character")
-    if rec.characters or args.group_unknown:
+    if rec.characters or grouping:
         load_embedder(rec, args)
     try:
         summary = sort_folder(rec, args.src, args.dst, move=args.move, dry_run=args.dry_run, faces=args.faces,
                               jobs=args.jobs, progress=_progress(args), log=tqdm.write if args.dry_run else None,
-                              group_unknown=args.group_unknown, similarity=args.similarity)
+                              group_unknown=grouping, similarity=args.similarity)
     except KeyboardInterrupt:
         _say("interrupted; run the same command again to carry on, "
              f"or 'animeface sort --undo {args.dst}' to reverse it")
         return EXIT_INTERRUPTED
     print(summary)
+    groups = sorted(f for f in summary.folders if f.startswith(UNKNOWN + "/"))
+    if groups and not summary.dry_run:
+        print(f"name a group: animeface enroll NAME {Path(args.dst) / groups[0]}/ ; then "
+              f"'animeface sort --undo {args.dst}' and sort again to file its pictures under NAME")
     return _status(summary.files - len(summary.left), len(summary.left))
 
 

@@ -322,7 +322,23 @@ def test_group_unknown_without_a_gallery_and_undo_restores_the_source(two_charac
     assert main(["sort", "--undo", str(dst), "-q"]) == 0
     assert tree(two_characters) == before
     assert [p.name for p in dst.iterdir()] == [".animeface"], "the group folders are gone too"
-    assert main(["sort", str(two_characters), str(dst), "--similarity", "0.5"]) == 2
+
+
+def test_sort_with_no_gallery_yet_groups_the_faces_and_says_how_to_name_a_group(two_characters, tmp_path, capsys,
+                                                                                 one_group, monkeypatch):
+    """The README's first line after installing: no gallery exists, and sort is still useful."""
+    dst = tmp_path / "sorted"
+    monkeypatch.setenv("ANIMEFACE_BACKBONE", RANDOM_BACKBONE)
+    # random weights carry no calibrated threshold, so the test gives one
+    assert main(["sort", str(two_characters), str(dst), "--faces", "auto", "--similarity", str(ONE_GROUP), "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert "grouping the faces by character" in err
+    assert {p.rsplit("/", 1)[0] for p in tree(dst)} == {"_unknown/group-01"}
+    hint = next(line for line in out.splitlines() if line.startswith("name a group:"))
+    assert f"animeface enroll NAME {dst / '_unknown' / 'group-01'}/" in hint and "--undo" in hint
+    assert not (tmp_path / "home-gallery").exists(), "sorting creates no gallery"
+    animeface.Recognizer(tmp_path / "home-gallery", backbone=RANDOM_BACKBONE).save()  # a gallery now exists
+    assert main(["sort", str(two_characters), str(dst), "--similarity", "0.5"]) == 2, "--similarity needs grouping"
 
 
 def test_an_interrupted_group_unknown_run_resumes_into_the_same_groups(two_characters, tmp_path, empty_rec,
