@@ -226,14 +226,7 @@ def _other_format(fh) -> str | None:
     fh.seek(0)
     prefix = fh.read(16)
     Image.init()
-    for format_id in Image.ID:
-        accept = Image.OPEN[format_id][1]
-        try:
-            if format_id not in RASTER_FORMATS and accept is not None and accept(prefix):
-                return format_id
-        except Exception:  # noqa: BLE001 - a header test given too short a prefix, as Pillow allows
-            continue
-    return None
+    return next((f for f in Image.ID if f not in RASTER_FORMATS and _accepts(Image.OPEN[f][1], prefix)), None)
 
 
 @contextmanager
@@ -301,17 +294,47 @@ def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
     raise ImageError(f"{name}: unsupported array type {arr.dtype}")
 
 
-def iter_image_files(paths) -> list[Path]:
-    """Expand files and folders (walked recursively, sorted) into a list of files.
+def is_picture(path: Path) -> bool:
+    """The one rule, for every command, for which files found in a folder are pictures: content decides,
+    whatever the name. A file with a picture's suffix, or whose header is of a format read
+    (RASTER_FORMATS: a JPEG named x.download or with no suffix at all), is one; so is a file that is not
+    a regular one (a FIFO, a device), so that reading it names the problem. An empty file or another
+    kind of file (notes, videos) is not. Only the first bytes are read."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        info = os.stat(path)
+    except OSError:  # a dangling link: reading it says so
+        return True
+    if not stat.S_ISREG(info.st_mode):
+        return True
+    try:
+        with open_file(path) as fh:
+            prefix = fh.read(16)
+    except (ImageError, OSError):
+        return info.st_size > 0
+    Image.init()
+    return any(_accepts(Image.OPEN[f][1], prefix) for f in RASTER_FORMATS if f in Image.OPEN)
 
-    Folders contribute files whose suffix looks like an image; files named
-    explicitly are kept whatever their suffix, since content decides.
-    """
+
+def _accepts(accept, prefix: bytes) -> bool:
+    """Whether a format's header test takes these first bytes."""
+    try:
+        return accept is not None and bool(accept(prefix))
+    except Exception:  # noqa: BLE001 - a header test given too short a prefix, as Pillow allows
+        return False
+
+
+def iter_image_files(paths) -> list[Path]:
+    """Expand files and folders into a list of files: each folder walked (files.walk), keeping its
+    pictures (is_picture); files named explicitly are kept whatever they hold, for reading to judge."""
+    from . import files
+
     out: list[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            out.extend(f for f in files.walk(p) if is_picture(f))
         else:
             out.append(p)
     return out

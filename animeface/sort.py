@@ -52,11 +52,11 @@ import numpy as np
 
 from . import files, report
 from .errors import AnimefaceError, ImageError
-from .io import IMAGE_SUFFIXES, RASTER_FORMATS, PixelBudget, available_cores, max_pixels, open_file, pipelined, read_file
+from .io import PixelBudget, available_cores, is_picture, max_pixels, open_file, pipelined, read_file
 from .models import sha256_file
 
 UNKNOWN, NOFACE = "_unknown", "_noface"
-STATE_DIR = ".animeface"
+STATE_DIR = files.STATE_DIR
 #: Crops per embedding call. On CPU, Inception-v3 costs less per crop in batches of 4-8 than of
 #: 32 (about 15% here); small batches also journal finished files sooner.
 EMBED_BATCH = 8
@@ -281,18 +281,6 @@ class _NoJournal:
 # -- stage 1: find the files and analyse them in worker threads -------------------
 
 
-def walk(src: Path, dst: Path) -> list[Path]:
-    """Every file under src in a stable order, leaving out dst (when it lies inside src),
-    sort's own .animeface folders and its temporary files."""
-    skip = dst.resolve()
-    found = []
-    for root, dirs, names in os.walk(src):
-        here = Path(root)
-        dirs[:] = sorted(d for d in dirs if d != STATE_DIR and (here / d).resolve() != skip)
-        found += [here / n for n in sorted(names) if not n.endswith(files.TMP_SUFFIX)]
-    return found
-
-
 @dataclass
 class Picture:
     """One source file after stage 1: its hash, face boxes and crops, or why it is no picture."""
@@ -311,7 +299,7 @@ def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: Pix
     save a thumbnail into thumbs (unless None). Anything but a regular file is left alone."""
     pic = Picture(path)
     try:
-        if path.suffix.lower() not in IMAGE_SUFFIXES and not _looks_like_image(path):
+        if not is_picture(path):
             raise ImageError(f"{path.name}: not an image ({path.suffix or 'no'} file suffix, no image header)")
         data = read_file(path, path.name, follow_links=False)
         pic.size, pic.sha256 = len(data), hashlib.sha256(data).hexdigest()
@@ -323,19 +311,6 @@ def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: Pix
     except ImageError as exc:
         pic.error = str(exc).removeprefix(f"{path.name}: ")
     return pic
-
-
-def _looks_like_image(path: Path) -> bool:
-    """Whether the file's header is of a format read (RASTER_FORMATS); only the header is read (a folder
-    may hold big videos). A file that is not a regular one raises open_file's ImageError, which says what it is."""
-    from PIL import Image
-
-    with open_file(path, path.name, follow_links=False) as fh:
-        try:
-            with Image.open(fh, formats=RASTER_FORMATS):
-                return True
-        except Exception:
-            return False
 
 
 # -- stages 2 and 3: name the faces in batches, place the files ----------------------
@@ -400,7 +375,7 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
         journal.write("run", src=str(src), dst=str(dst), move=move, faces=faces, group_unknown=grouping,
                       at=datetime.now().isoformat(timespec="seconds"))
     done_paths = {e["src"] for e in finished}
-    todo = [f for f in walk(src, dst) if str(f) not in done_paths]
+    todo = [f for f in files.walk(src, leave_out=dst) if str(f) not in done_paths]
     placer = _Placer(dst, journal, move, dry_run, log, made={e["dst"] for e in entries if e["op"] == "copy"})
     thumbs = None if dry_run else dst / STATE_DIR / "thumbs"
     budget = PixelBudget(max_pixels())

@@ -398,3 +398,44 @@ def test_enroll_folders_names_characters_after_subfolders(capsys, tmp_path, rand
     code, out, _ = run(capsys, "list")
     first, second = sorted(CHARACTERS[:2])
     assert out.split() == [first, "3", second, "3"]
+
+
+# -- issue 23: one walker, one rule, the same flags and exit codes for every command --------------
+
+
+@pytest.fixture
+def disguised(tmp_path):
+    """Real JPEG face crops named as a download leaves them (no suffix, .download), beside a note, an
+    empty file, and sort's own state folder (never walked)."""
+    folder = tmp_path / "downloads"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "x_noext").write_bytes(crops("gura", 30, 1)[0].read_bytes())
+    (folder / "sub" / "x.download").write_bytes(crops("calli", 30, 1)[0].read_bytes())
+    (folder / "notes.txt").write_text("my notes\n")
+    (folder / ".gitkeep").write_bytes(b"")
+    (folder / ".animeface").mkdir()
+    (folder / ".animeface" / "thumb.jpg").write_bytes(crops("kiara", 30, 1)[0].read_bytes())
+    return folder
+
+
+def test_every_command_takes_pictures_by_content_whatever_their_names(capsys, disguised, gallery_copy, tmp_path,
+                                                                     random_backbone):
+    pictures = {str(disguised / "x_noext"), str(disguised / "sub" / "x.download")}
+    code, out, err = run(capsys, "identify", disguised, "--faces", "whole", "--json", "--gallery", gallery_copy, "-q")
+    assert code == EXIT_OK and {json.loads(line)["path"] for line in out.splitlines()} == pictures, err
+    code, out, err = run(capsys, "enroll", "someone", disguised, "--faces", "whole", "--gallery", gallery_copy, "-q")
+    assert code == EXIT_OK and "someone: 2 face(s) enrolled" in out and "unreadable" not in out, err
+    code, out, err = run(capsys, "cluster", disguised, "--faces", "whole", "--json", "--similarity", "0.5",
+                         "--gallery", tmp_path / "none", "-q")
+    found = json.loads(out.splitlines()[-1])
+    sources = {f["source"] for part in ("ungrouped", "named") for f in found[part]}
+    sources |= {f["source"] for group in found["clusters"] for f in group["faces"]}
+    assert code == EXIT_OK and sources == pictures, err
+    code, out, err = run(capsys, "detect", disguised, "--out", tmp_path / "checked", "--detector", "cascade", "-q")
+    assert code == EXIT_OK and sorted(p.name for p in (tmp_path / "checked").rglob("*") if p.is_file()) == \
+        ["x.png", "x_noext.png"], err
+    code, out, err = run(capsys, "sort", disguised, tmp_path / "sorted", "--faces", "auto", "--gallery", gallery_copy,
+                         "-q")
+    placed = sorted(p.name for p in (tmp_path / "sorted").rglob("*") if p.is_file() and ".animeface" not in p.parts)
+    assert placed == ["x.download", "x_noext"], err
+    assert code == EXIT_SOME_FAILED and "notes.txt: not an image" in out, "sort lists what it leaves in place"
