@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__, quiet
 from .models import DEFAULT_DETECTOR, DETECTORS, STRANGER_REFUSAL
-from .errors import AnimefaceError, GalleryError
+from .errors import AnimefaceError, GalleryError, InputError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_NOTHING_DONE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 #: What a shell reports for a program stopped by a closed pipe (128 + SIGPIPE).
@@ -26,7 +26,8 @@ EXIT_STATUS = """exit status:
   1    an error stopped the command (no gallery, a model, the disk), said on stderr
   2    the command line is wrong (usage)
   3    some inputs failed, each named on stderr; the rest were processed
-  4    no input was processed (none found, or every one failed)
+  4    no input was processed (a path that does not exist, a folder with no pictures, or every
+       input failed)
   130  interrupted"""
 BACKBONE_HELP = ("embedder backbone: 'imagenet' (the default; downloaded once), a path to Inception-v3 Keras .h5 "
                  "weights (the official notop file, or a .weights.h5 of the layers up to mixed8), or "
@@ -56,6 +57,9 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"animeface {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
+    except InputError as exc:  # nothing to work on: the same status as inputs that all failed
+        _failed(exc)
+        return EXIT_NOTHING_DONE
     except BrokenPipeError:  # the reader went away (| head): stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
@@ -311,21 +315,33 @@ def _status(done: int, failed: int) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def _pictures(paths) -> list[tuple[Path, Path]]:
-    """(file, its path relative to the folder given, or its name for a file given) for each input;
-    a folder with no pictures is said on stderr."""
+def _pictures(paths) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """The pictures given, for every command alike: (file, its path relative to the folder given, or its
+    name for a file given), folders walked by the one rule (io.iter_image_files); and the paths that do
+    not exist, each said on stderr, as is a folder with no pictures."""
     from .io import iter_image_files
 
-    out = []
+    found, missing = [], []
     for given in map(Path, paths):
-        found = iter_image_files([given])
-        if given.is_dir():
-            if not found:
+        if not os.path.lexists(given):
+            _failed(f"{given}: no such file or folder")
+            missing.append(given)
+        elif given.is_dir():
+            pictures = iter_image_files([given])
+            if not pictures:
                 _say(f"no pictures in {given}")
-            out += [(f, f.relative_to(given)) for f in found]
+            found += [(f, f.relative_to(given)) for f in pictures]
         else:
-            out.append((given, Path(given.name)))
-    return out
+            found.append((given, Path(given.name)))
+    return found, missing
+
+
+def _folder(path, what: str) -> Path:
+    """A folder argument that must exist: InputError ('no such folder') otherwise."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"{what}: {path}: " + ("not a folder" if os.path.lexists(folder) else "no such folder"))
+    return folder
 
 
 def _warn_if_empty(rec) -> None:
@@ -355,9 +371,7 @@ def cmd_enroll(args) -> int:
     if args.folders:
         if args.name or args.paths:
             raise UsageError("enroll: give either NAME PATH... or --folders ROOT, not both")
-        root = Path(args.folders)
-        if not root.is_dir():
-            raise AnimefaceError(f"enroll --folders: {root} is not a folder")
+        root = _folder(args.folders, "enroll --folders")
         jobs = []
         for d in sorted(root.iterdir()):
             if d.is_dir() and not d.name.startswith((".", "_")):
@@ -367,14 +381,22 @@ def cmd_enroll(args) -> int:
                     _failed(f"{d}: {exc}")
                     failed += 1
         if not jobs and not failed:
-            raise AnimefaceError(f"enroll --folders: {root} has no character subfolders")
+            raise InputError(f"enroll --folders: {root} has no character subfolders")
     else:
         if not args.name or not args.paths:
             raise UsageError("enroll: give NAME and at least one PATH (or --folders ROOT)")
         jobs = [(validate_name(args.name), args.paths)]
+    walked = []
+    for name, paths in jobs:
+        found, missing = _pictures(paths)
+        failed += len(missing)
+        if found:
+            walked.append((name, [f for f, _ in found]))
+    if not walked:  # nothing to enroll: no gallery is made and no network loaded
+        return _status(0, failed)
+    jobs = walked
     rec = open_recognizer(args, create=True)
-    if jobs:
-        load_embedder(rec, args)
+    load_embedder(rec, args)
     reports = [rec.enroll(name, paths, faces=args.faces) for name, paths in jobs]
     for report in reports:
         for _, why in report.failed:
@@ -416,10 +438,12 @@ def cmd_cluster(args) -> int:
         _say(f"no gallery at {gallery_path(args)}: no face is set aside as already named")
     if args.out:
         check_free(Path(args.out))  # before minutes of work, not after
+    found, missing = _pictures(args.paths)
+    pictures = [p for p, _ in found]
+    if not pictures:
+        return _status(0, len(missing))
     rec = open_recognizer(args, create=True)  # grouping needs no gallery, and saves none
-    pictures = [p for p, _ in _pictures(args.paths)]
-    if pictures:
-        load_embedder(rec, args)
+    load_embedder(rec, args)
     result = rec.cluster(pictures, faces=args.faces, threshold=args.similarity, thumbnails=bool(args.out))
     for message in result.failed:
         _failed(message)
@@ -437,7 +461,7 @@ def cmd_cluster(args) -> int:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         print("\n".join(lines))
-    return _status(len(pictures) - len(result.failed), len(result.failed))
+    return _status(len(pictures) - len(result.failed), len(result.failed) + len(missing))
 
 
 def cmd_identify(args) -> int:
@@ -445,10 +469,15 @@ def cmd_identify(args) -> int:
 
     rec = open_recognizer(args)
     _warn_if_empty(rec)
-    pictures = [path for path, _ in _pictures(args.paths)]
+    found, missing = _pictures(args.paths)
+    pictures = [path for path, _ in found]
     if rec.characters and pictures:
         load_embedder(rec, args)
-    done = failed = 0
+    done, failed = 0, len(missing)
+    if args.json:
+        for path in missing:
+            print(json.dumps({"path": str(path), "error": f"{path}: no such file or folder", "faces": []},
+                             ensure_ascii=False), flush=True)
     for path, faces in rec.identify_iter(pictures, faces=args.faces):
         if isinstance(faces, ImageError):
             _failed(faces)
@@ -482,8 +511,9 @@ def cmd_detect(args) -> int:
         if rec.characters:
             load_embedder(rec, args)
     detector = rec.detector if rec else Detector(args.detector, cascade=args.cascade)
-    done = failed = 0
-    for path, relative in _pictures(args.paths):
+    found, missing = _pictures(args.paths)
+    done, failed = 0, len(missing)
+    for path, relative in found:
         try:
             rgb = load_image(path)
         except ImageError as exc:
@@ -521,7 +551,7 @@ def _free_name(path: Path) -> Path:
 def cmd_sort(args) -> int:
     from tqdm import tqdm
 
-    from .sort import UNKNOWN, sort_folder, undo
+    from .sort import UNKNOWN, check_folders, sort_folder, undo
 
     if args.undo:
         if args.src or args.dst:
@@ -541,6 +571,7 @@ def cmd_sort(args) -> int:
     if args.similarity is not None and not grouping:
         raise UsageError("sort: --similarity goes with --group-unknown")
     rec = open_recognizer(args, create=grouping)  # grouping needs no gallery
+    check_folders(args.src, args.dst, args.move, grouping)  # before the network loads
     if not grouping:
         _warn_if_empty(rec)
     elif not args.group_unknown:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from . import metrics
 from .detect import Box
-from .errors import AnimefaceError, ImageError
+from .errors import AnimefaceError, ImageError, InputError
 from .gallery import Gallery
 from .io import iter_image_files, load_image, read_file
 from .models import DEFAULT_DETECTOR, STRANGER_REFUSAL
@@ -60,7 +60,8 @@ def character_folders(root) -> dict[str, list[Path]]:
     """Character name -> its picture files, one subfolder of root per character."""
     root = Path(root)
     if not root.is_dir():
-        raise AnimefaceError(f"{root} is not a folder; evaluate needs one subfolder of pictures per character")
+        raise InputError(f"{root}: {'not a folder' if root.exists() else 'no such folder'}; give a folder with one "
+                         "subfolder of pictures per character")
     folders = {d.name: iter_image_files([d]) for d in sorted(root.iterdir())
                if d.is_dir() and not d.name.startswith((".", "_"))}
     folders = {name: files for name, files in folders.items() if files}

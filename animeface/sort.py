@@ -51,7 +51,7 @@ from typing import Callable
 import numpy as np
 
 from . import files, report
-from .errors import AnimefaceError, ImageError
+from .errors import AnimefaceError, ImageError, InputError
 from .io import PixelBudget, available_cores, is_picture, max_pixels, open_file, pipelined, read_file
 from .models import sha256_file
 
@@ -331,35 +331,49 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     `animeface cluster` takes from the embedder's calibration. The latest run
     into dst, if it was interrupted (same src and mode), is resumed. The
     journal, report.csv and report.html go to dst/.animeface/. Raises
-    SortError when another sort or undo into dst is running, or dst cannot be
-    written to, and ClusterError when grouping has no threshold.
+    check_folders' errors (and then makes nothing), SortError when another
+    sort or undo into dst is running, or dst cannot be written to, and
+    ClusterError when grouping has no threshold.
     """
     started = time.monotonic()
-    src, dst = Path(src).expanduser().resolve(), Path(dst).expanduser().resolve()
     if faces not in ("detect", "auto"):
         raise ValueError(f"faces must be 'detect' or 'auto' for sorting, got {faces!r}")
-    if not src.is_dir():
-        raise SortError(f"{src}: not a folder; give the folder of pictures to sort")
-    if dst == src or dst in src.parents:
-        raise SortError(f"{src} lies inside the destination {dst}; sort into a folder outside it")
-    if dst.exists() and not dst.is_dir():
-        raise SortError(f"{dst}: exists and is not a folder")
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     jobs = jobs or available_cores()
+    src, dst, found = check_folders(src, dst, move, group_unknown)
     threshold = None
     if group_unknown:
         from .cluster import checked, threshold_from
 
         threshold = threshold_from(recognizer.embedder.pair_similarity) if similarity is None else checked(similarity)
     with nullcontext() if dry_run else _lock(dst):
-        return _sort(recognizer, src, dst, move, dry_run, faces, jobs, progress, log or (lambda line: None), started,
-                     threshold)
+        return _sort(recognizer, src, dst, found, move, dry_run, faces, jobs, progress, log or (lambda line: None),
+                     started, threshold)
 
 
-def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: str, jobs: int, progress: bool,
-          log: Callable[[str], None], started: float, threshold: float | None) -> SortSummary:
-    """The run itself; threshold is None unless unknown pictures are grouped."""
+def check_folders(src, dst, move: bool = False, group_unknown: bool = False) -> tuple[Path, Path, list[Path]]:
+    """src and dst resolved, and the files found under src, checked before anything is made or loaded:
+    InputError when src does not exist or holds no pictures (and no interrupted run of it is left
+    to finish), SortError when the folders cannot be used."""
+    src, dst = Path(src).expanduser().resolve(), Path(dst).expanduser().resolve()
+    if not src.exists():
+        raise InputError(f"{src}: no such folder; give the folder of pictures to sort")
+    if not src.is_dir():
+        raise SortError(f"{src}: not a folder; give the folder of pictures to sort")
+    if dst == src or dst in src.parents:
+        raise SortError(f"{src} lies inside the destination {dst}; sort into a folder outside it")
+    if dst.exists() and not dst.is_dir():
+        raise SortError(f"{dst}: exists and is not a folder")
+    found = files.walk(src, leave_out=dst)
+    if not any(map(is_picture, found)) and not _resumable(dst, src, move, group_unknown):
+        raise InputError(f"no pictures in {src}; nothing sorted")
+    return src, dst, found
+
+
+def _sort(recognizer, src: Path, dst: Path, found: list[Path], move: bool, dry_run: bool, faces: str, jobs: int,
+          progress: bool, log: Callable[[str], None], started: float, threshold: float | None) -> SortSummary:
+    """The run itself, on the files found under src; threshold is None unless unknown pictures are grouped."""
     grouping = threshold is not None
     if not dry_run:
         _remove_leftovers(dst)
@@ -375,7 +389,7 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
         journal.write("run", src=str(src), dst=str(dst), move=move, faces=faces, group_unknown=grouping,
                       at=datetime.now().isoformat(timespec="seconds"))
     done_paths = {e["src"] for e in finished}
-    todo = [f for f in files.walk(src, leave_out=dst) if str(f) not in done_paths]
+    todo = [f for f in found if str(f) not in done_paths]
     placer = _Placer(dst, journal, move, dry_run, log, made={e["dst"] for e in entries if e["op"] == "copy"})
     thumbs = None if dry_run else dst / STATE_DIR / "thumbs"
     budget = PixelBudget(max_pixels())

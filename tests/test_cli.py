@@ -85,12 +85,12 @@ def test_failed_inputs_get_a_line_each_an_error_field_and_an_exit_status(capsys,
     code, out, err = run(capsys, "identify", missing, text, good, "--gallery", gallery_copy, "--json", "-q")
     assert code == EXIT_SOME_FAILED
     failures = [line for line in err.splitlines() if line.startswith("animeface: failed:")]
-    assert failures == [f"animeface: failed: {missing}: no such file",
+    assert failures == [f"animeface: failed: {missing}: no such file or folder",
                         f"animeface: failed: {text}: not a readable image (unknown or damaged format)"]
     assert not NOISE.search(err)
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["path"] for r in records] == [str(missing), str(text), str(good)]
-    assert records[0]["error"].endswith("no such file") and records[0]["faces"] == []
+    assert records[0]["error"].endswith("no such file or folder") and records[0]["faces"] == []
     assert records[2]["error"] is None and len(records[2]["faces"]) == 1
 
     code, out, err = run(capsys, "identify", missing, text, "--gallery", gallery_copy, "-q")
@@ -439,3 +439,34 @@ def test_every_command_takes_pictures_by_content_whatever_their_names(capsys, di
     placed = sorted(p.name for p in (tmp_path / "sorted").rglob("*") if p.is_file() and ".animeface" not in p.parts)
     assert placed == ["x.download", "x_noext"], err
     assert code == EXIT_SOME_FAILED and "notes.txt: not an image" in out, "sort lists what it leaves in place"
+
+
+@pytest.mark.parametrize("verb", [["identify", "TYPO"], ["enroll", "Someone", "TYPO"], ["cluster", "TYPO"],
+                                  ["detect", "TYPO", "--out", "out"], ["sort", "TYPO", "out"], ["evaluate", "TYPO"],
+                                  ["train", "TYPO", "--out", "out"], ["enroll", "--folders", "TYPO"]])
+def test_a_mistyped_path_is_no_such_file_or_folder_with_one_exit_status_and_nothing_made(capsys, tmp_path, verb,
+                                                                                          gallery_copy, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ANIMEFACE_HOME", str(gallery_copy))
+    typo = tmp_path / "missing_folder"
+    argv = [str(typo) if word == "TYPO" else word for word in verb]
+    code, out, err = run(capsys, *argv, "--backbone", RANDOM_BACKBONE, "-q")
+    assert code == EXIT_NOTHING_DONE, err
+    assert re.search(rf"animeface: failed: .*{typo}: no such (file or )?folder", err) and "unreadable" not in out
+    assert sorted(os.listdir(tmp_path)) == sorted({gallery_copy.name, "cache"} & set(os.listdir(tmp_path))), \
+        "nothing was made"
+
+
+def test_enrolling_from_a_missing_folder_makes_no_gallery_and_loads_nothing(capsys, tmp_path):
+    code, out, err = run(capsys, "enroll", "Typo", tmp_path / "missing_folder", "--gallery", tmp_path / "g")
+    assert code == EXIT_NOTHING_DONE and "no such file or folder" in err and "loading" not in err
+    assert not (tmp_path / "g").exists()
+
+
+def test_sorting_an_empty_folder_says_no_pictures_and_makes_nothing(capsys, tmp_path, gallery_copy):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("not a picture")
+    for gallery in ([], ["--gallery", gallery_copy]):  # with no gallery (grouping) and with one
+        code, out, err = run(capsys, "sort", tmp_path / "empty", tmp_path / "dst", *gallery, "--backbone", RANDOM_BACKBONE)
+        assert code == EXIT_NOTHING_DONE and f"no pictures in {tmp_path / 'empty'}" in err and "loading" not in err, err
+        assert not (tmp_path / "dst").exists()
