@@ -80,6 +80,10 @@ def parse_spec(spec: str) -> Weights:
     path = Path(spec).expanduser()
     if path.is_file() and path.name.endswith(".h5"):
         return Weights(spec, path)
+    if not path.exists() and (path.name.endswith(".h5") or os.sep in spec):
+        raise ModelError(f"backbone {spec}: no such file (check --backbone or ANIMEFACE_BACKBONE; it takes "
+                         "Inception-v3 Keras .h5 weights: the official notop file, or a Keras 3 .weights.h5 of the "
+                         "layers up to mixed8)")
     raise ModelError(f"backbone {spec!r} is not 'imagenet', 'random-init[:SEED]' or an Inception-v3 Keras "
                      ".h5 weights file (check --backbone or ANIMEFACE_BACKBONE)")
 

@@ -23,7 +23,7 @@ from typing import Callable, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import ImageError
+from .errors import AnimefaceError, ImageError
 
 ImageLike = Union[str, os.PathLike, bytes, bytearray, np.ndarray, Image.Image]
 
@@ -42,7 +42,25 @@ RASTER_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def max_pixels() -> int:
-    return int(os.environ.get("ANIMEFACE_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    """The pixel limit: ANIMEFACE_MAX_PIXELS, else DEFAULT_MAX_PIXELS; a setting that is not a whole
+    number above 0 is an AnimefaceError naming it."""
+    text = os.environ.get("ANIMEFACE_MAX_PIXELS", "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise AnimefaceError(f"ANIMEFACE_MAX_PIXELS={text!r}: not a whole number of pixels above 0 (such as "
+                             f"{DEFAULT_MAX_PIXELS}, the default); set it to one, or unset it")
+    return value
+
+
+def _over_limit(name: str, pixels: str, limit: int) -> ImageError:
+    """The one message for a picture over the pixel limit, whichever check found it."""
+    return ImageError(f"{name}: {pixels} is over the limit of {limit} pixels; set ANIMEFACE_MAX_PIXELS to allow "
+                      "larger images")
 
 
 def describe(src: ImageLike) -> str:
@@ -215,8 +233,7 @@ def _open(fh, name: str) -> Image.Image:
                              f"({', '.join(RASTER_FORMATS)})") from None
         raise
     if img.width * img.height > limit:
-        raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {limit}; "
-                         "set ANIMEFACE_MAX_PIXELS to allow larger images")
+        raise _over_limit(name, f"{img.width}x{img.height} pixels", limit)
     return img
 
 
@@ -238,8 +255,8 @@ def _pil_errors(name: str):
             yield
     except Image.UnidentifiedImageError as exc:
         raise ImageError(f"{name}: not a readable image (unknown or damaged format)") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: too many pixels ({exc}); set ANIMEFACE_MAX_PIXELS to allow it") from exc
+    except Image.DecompressionBombError as exc:  # Pillow refuses past twice its own limit, before we see the size
+        raise _over_limit(name, f"more than {2 * Image.MAX_IMAGE_PIXELS} pixels", max_pixels()) from exc
     except Exception as exc:
         raise ImageError(f"{name}: not a readable image ({exc})") from exc
 
@@ -268,7 +285,7 @@ def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageError(f"{name}: the array has no pixels")
     if arr.shape[0] * arr.shape[1] > max_pixels():
-        raise ImageError(f"{name}: {arr.shape[1]}x{arr.shape[0]} pixels is over the limit of {max_pixels()}")
+        raise _over_limit(name, f"{arr.shape[1]}x{arr.shape[0]} pixels", max_pixels())
     arr = _to_uint8(arr, name)
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
