@@ -53,6 +53,9 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        from .io import max_pixels
+
+        max_pixels()  # a bad setting is said once, before any work
         return args.run(args)
     except UsageError as exc:
         print(f"animeface {exc.args[0]}", file=sys.stderr)
@@ -101,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  animeface identify scene.jpg\n"
                "  animeface sort ~/Downloads/anime ~/Pictures/by-character\n\n"
                "environment: ANIMEFACE_HOME (default gallery), ANIMEFACE_BACKBONE, ANIMEFACE_DETECTOR,\n"
-               "  ANIMEFACE_CASCADE, ANIMEFACE_CACHE (model downloads).\n"
+               "  ANIMEFACE_CASCADE, ANIMEFACE_CACHE (model downloads), ANIMEFACE_MAX_PIXELS (largest picture\n"
+               "  read, default 80000000).\n"
                "Run 'animeface COMMAND --help' for each command.\n\n"
                + EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"animeface {__version__}")
@@ -120,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "(with --from; no PATH)")
     p.add_argument("--from", dest="cluster_run", metavar="DIR", help="the folder a 'cluster --out DIR' run wrote")
     p.add_argument("-v", "--verbose", action="store_true", help="list each skipped picture with its reason")
+    p.add_argument("--json", action="store_true", help="print what was enrolled and skipped as one JSON object")
 
     p = _command(sub, "identify", "name the faces in pictures", cmd_identify,
                  "animeface identify scene.jpg more_pictures/\n"
@@ -137,24 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write the groups here: a contact sheet (index.html) to choose names "
                                                 "from, and the run, for 'enroll NAME --cluster ID --from DIR'")
     p.add_argument("--json", action="store_true", help="print the groups as one JSON object (the last line)")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every face of each group, not one example")
     p.add_argument("--similarity", type=float, metavar="S",
                    help="mean cosine similarity two groups need to merge (default: from the embedder's calibration; "
                         "higher gives smaller, purer groups)")
 
     p = _command(sub, "detect", "find faces and save copies with the boxes drawn", cmd_detect,
                  "animeface detect pictures/ --out checked/\n"
-                 "animeface detect scene.png --out checked/ --names")
+                 "animeface detect scene.png --out checked/ --names\n"
+                 "animeface detect scene.png --json                 # just the boxes")
     p.add_argument("paths", nargs="+", metavar="PATH", help="pictures or folders")
-    p.add_argument("--out", required=True, metavar="DIR",
+    p.add_argument("--out", metavar="DIR",
                    help="folder for the annotated copies (subfolders and formats kept; never overwritten)")
     p.add_argument("--names", action="store_true", help="also name each face against the gallery")
+    p.add_argument("--json", action="store_true", help="print one JSON object per picture, with its boxes (no --out "
+                                                       "needed)")
 
-    _command(sub, "list", "list the enrolled characters", cmd_list, "animeface list --gallery galleries/mine",
-             network=False)
+    p = _command(sub, "list", "list the enrolled characters", cmd_list,
+                 "animeface list --gallery galleries/mine\nanimeface list -q                # names only", network=False)
+    p.add_argument("-q", "--quiet", action="store_true", help="the names alone, one a line")
+    p.add_argument("--json", action="store_true", help="print the characters and their counts as one JSON object")
 
     p = _command(sub, "forget", "remove a character from the gallery", cmd_forget,
                  "animeface forget 'Hatsune Miku'", network=False)
     p.add_argument("name", help="character name")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing when it worked")
+    p.add_argument("--json", action="store_true", help="print what was removed as one JSON object")
 
     p = _command(sub, "sort", "sort a folder of pictures into one folder per character", cmd_sort,
                  "animeface sort ~/Downloads/anime ~/Pictures/by-character\n"
@@ -178,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "embedder's calibration; higher gives smaller, purer groups)")
     p.add_argument("--jobs", type=int, metavar="N", help="decoding and detecting threads (default: CPU count)")
     p.add_argument("--undo", metavar="DST", help="reverse the latest sort into DST instead")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each file's action as it is done")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object (the last line)")
 
     p = _command(sub, "serve", "a web page to identify, teach and browse the gallery", cmd_serve,
                  "animeface serve                                  # then open http://127.0.0.1:8765/\n"
@@ -209,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="adapt the embedder to your own characters",
                        description="Train the embedder's projection on face crops, one subfolder per character "
-                                   "under each ROOT, and save it (with its card) in --out. Use it with "
+                                   "under each ROOT (at least 10 characters in all), and save it (with its card) in "
+                                   "--out. It prints how characters left out of the fit are named, untrained and "
+                                   "trained, and warns when training made that worse. Use it with "
                                    "--projection PATH (or Recognizer(projection=PATH)). The card records leave-characters-out figures "
                                    "for the untrained and trained embedder.",
                        epilog="example: animeface train faces/ --out my-embedder/ --name mine")
@@ -220,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the augmentation and the folds (default 0)")
     p.add_argument("--backbone", help=BACKBONE_HELP)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the left-out figures as one JSON object")
     return parser
 
 
@@ -307,6 +325,11 @@ def load_embedder(rec, args) -> None:
 def _failed(message) -> None:
     """One line on stderr for an input that could not be used (the message names it)."""
     _say(f"failed: {message}")
+
+
+def _json_failed(path, error, **more) -> None:
+    """The JSON line of a picture that could not be used (identify, detect): its error, no faces."""
+    print(json.dumps({"path": str(path), "error": str(error), "faces": [], **more}, ensure_ascii=False), flush=True)
 
 
 def _status(done: int, failed: int) -> int:
@@ -411,6 +434,10 @@ def _save_and_tell(rec, args, reports) -> None:
     the one message, never after a success that did not happen."""
     if any(r.used for r in reports):
         rec.save()
+    if args.json:
+        print(json.dumps({"gallery": str(rec.path), "characters": rec.characters,
+                          "enrolled": [r.to_dict() for r in reports]}, ensure_ascii=False))
+        return
     for report in reports:
         print(report)
         if args.verbose:
@@ -451,7 +478,10 @@ def cmd_cluster(args) -> int:
     lines = [f"{len(result.faces) + len(result.named)} face(s) in {len(pictures) - len(result.failed)} picture(s): "
              f"{len(groups)} group(s), {len(result.ungrouped)} ungrouped, {len(result.named)} named by the gallery "
              f"(threshold {result.threshold:.3f})"]
-    lines += [f"  group {g}: {len(faces)} faces, e.g. {faces[0].source}" for g, faces in enumerate(groups, 1)]
+    for g, faces in enumerate(groups, 1):
+        lines.append(f"  group {g}: {len(faces)} faces" + ("" if args.verbose else f", e.g. {faces[0].source}"))
+        if args.verbose:
+            lines += [f"    {face.source} at {tuple(face.box)}" for face in faces]
     if args.out:
         sheet = result.save(Path(args.out), rec.run_description())
         lines.append(f"contact sheet: {sheet}; name a group with 'animeface enroll NAME --cluster ID --from {args.out}'")
@@ -476,14 +506,13 @@ def cmd_identify(args) -> int:
     done, failed = 0, len(missing)
     if args.json:
         for path in missing:
-            print(json.dumps({"path": str(path), "error": f"{path}: no such file or folder", "faces": []},
-                             ensure_ascii=False), flush=True)
+            _json_failed(path, f"{path}: no such file or folder")
     for path, faces in rec.identify_iter(pictures, faces=args.faces):
         if isinstance(faces, ImageError):
             _failed(faces)
             failed += 1
             if args.json:
-                print(json.dumps({"path": str(path), "error": str(faces), "faces": []}, ensure_ascii=False), flush=True)
+                _json_failed(path, faces)
             continue
         done += 1
         if args.json:
@@ -503,7 +532,9 @@ def cmd_detect(args) -> int:
     from .errors import ImageError
     from .io import load_image
 
-    out = Path(args.out)
+    if not args.out and not args.json:
+        raise UsageError("detect: give --out DIR for annotated copies, or --json to print the boxes")
+    out = Path(args.out) if args.out else None
     rec = None
     if args.names:
         rec = open_recognizer(args)
@@ -513,12 +544,17 @@ def cmd_detect(args) -> int:
     detector = rec.detector if rec else Detector(args.detector, cascade=args.cascade)
     found, missing = _pictures(args.paths)
     done, failed = 0, len(missing)
+    if args.json:
+        for path in missing:
+            _json_failed(path, f"{path}: no such file or folder", out=None)
     for path, relative in found:
         try:
             rgb = load_image(path)
         except ImageError as exc:
             _failed(exc)
             failed += 1
+            if args.json:
+                _json_failed(path, exc, out=None)
             continue
         if rec:
             faces = rec.identify(rgb, faces="detect")
@@ -526,15 +562,23 @@ def cmd_detect(args) -> int:
             labels = [f"{f.label} {f.score:.2f}" if f.label else "unknown" for f in faces]
         else:
             boxes, labels = detector.detect(rgb), None
-        suffix = relative.suffix.lower() if relative.suffix.lower() in WRITABLE_SUFFIXES else ".png"
-        target = _free_name(out / relative.with_suffix(suffix))
-        if not files.inside(out, target.parent):
-            _failed(f"{path}: {target.parent} leads outside {out} (a link); not written")
-            failed += 1
-            continue
-        encoded = cv2.imencode(suffix, cv2.cvtColor(draw_boxes(rgb, boxes, labels), cv2.COLOR_RGB2BGR))[1]
-        files.write_bytes(target, encoded.tobytes())  # a new file, never through a link (imwrite follows them)
-        print(f"{path}: {len(boxes)} face(s) -> {target}", flush=True)
+        target = None
+        if out:
+            suffix = relative.suffix.lower() if relative.suffix.lower() in WRITABLE_SUFFIXES else ".png"
+            target = _free_name(out / relative.with_suffix(suffix))
+            if not files.inside(out, target.parent):
+                _failed(f"{path}: {target.parent} leads outside {out} (a link); not written")
+                failed += 1
+                continue
+            encoded = cv2.imencode(suffix, cv2.cvtColor(draw_boxes(rgb, boxes, labels), cv2.COLOR_RGB2BGR))[1]
+            files.write_bytes(target, encoded.tobytes())  # a new file, never through a link (imwrite follows them)
+        if args.json:
+            shown = [f.to_dict() for f in faces] if rec else [{"box": list(b), "box_score": b.score} for b in boxes]
+            print(json.dumps({"path": str(path), "error": None, "faces": shown, "out": target and str(target)},
+                             ensure_ascii=False), flush=True)
+        else:
+            where = f" -> {target}" if target else ": " + ", ".join(f"{tuple(b)} {b.score:.2f}" for b in boxes)
+            print(f"{path}: {len(boxes)} face(s){where}", flush=True)
         done += 1
     return _status(done, failed)
 
@@ -556,8 +600,8 @@ def cmd_sort(args) -> int:
     if args.undo:
         if args.src or args.dst:
             raise UsageError("sort: --undo DST takes no other folders")
-        summary = undo(args.undo, log=None if args.quiet else print)
-        print(summary)
+        summary = undo(args.undo, log=None if args.quiet or args.json else print)
+        print(json.dumps(summary.to_dict(), ensure_ascii=False) if args.json else summary)
         return EXIT_SOME_FAILED if summary.kept else EXIT_OK
     if not (args.src and args.dst):
         raise UsageError("sort: give SRC and DST (or --undo DST)")
@@ -582,26 +626,36 @@ def cmd_sort(args) -> int:
         load_embedder(rec, args)
     try:
         summary = sort_folder(rec, args.src, args.dst, move=args.move, dry_run=args.dry_run, faces=args.faces,
-                              jobs=args.jobs, progress=_progress(args), log=tqdm.write if args.dry_run else None,
+                              jobs=args.jobs, progress=_progress(args),
+                              log=tqdm.write if args.dry_run or args.verbose else None,
                               group_unknown=grouping, similarity=args.similarity)
     except KeyboardInterrupt:
         _say("interrupted; run the same command again to carry on, "
              f"or 'animeface sort --undo {args.dst}' to reverse it")
         return EXIT_INTERRUPTED
-    print(summary)
     groups = sorted(f for f in summary.folders if f.startswith(UNKNOWN + "/"))
+    hint = ""
     if groups and not summary.dry_run:
-        print(f"name a group: animeface enroll NAME {Path(args.dst) / groups[0]}/ ; then "
+        hint = (f"name a group: animeface enroll NAME {Path(args.dst) / groups[0]}/ ; then "
               f"'animeface sort --undo {args.dst}' and sort again to file its pictures under NAME")
+    if args.json:
+        print(json.dumps({**summary.to_dict(), "hint": hint or None}, ensure_ascii=False))
+    else:
+        print(summary)
+        if hint:
+            print(hint)
     return _status(summary.files - len(summary.left), len(summary.left))
 
 
 def cmd_list(args) -> int:
     rec = open_recognizer(args)
-    if not rec.characters:
+    if args.json:
+        print(json.dumps({"gallery": str(rec.path), "characters": rec.characters}, ensure_ascii=False))
+        return EXIT_OK
+    if not rec.characters and not args.quiet:
         print(f"gallery {rec.path} is empty")
     for name, count in rec.characters.items():
-        print(f"{name}\t{count}")
+        print(name if args.quiet else f"{name}\t{count}")
     return EXIT_OK
 
 
@@ -613,7 +667,10 @@ def cmd_forget(args) -> int:
         _say(f"error: {exc.args[0]}")
         return EXIT_ERROR
     rec.save()
-    print(f"forgot {args.name} ({removed} face(s))")
+    if args.json:
+        print(json.dumps({"forgot": args.name, "faces": removed, "gallery": str(rec.path)}, ensure_ascii=False))
+    elif not args.quiet:
+        print(f"forgot {args.name} ({removed} face(s))")
     return EXIT_OK
 
 
@@ -650,7 +707,7 @@ def cmd_serve(args) -> int:
 def cmd_train(args) -> int:
     import shlex
 
-    from .train import check_output, train
+    from .train import check_output, losses, train
 
     words = ["animeface", "train", *args.roots, "--out", args.out, "--name", args.name, "--seed", str(args.seed)]
     command = " ".join(shlex.quote(w) for w in words + (["--backbone", args.backbone] if args.backbone else []))
@@ -661,11 +718,23 @@ def cmd_train(args) -> int:
     path = train(args.roots, args.out, name=args.name, backbone=args.backbone, seed=args.seed,
                  progress=_progress(args), command=command)
     card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    print(f"wrote {path} and its card {path.with_suffix('.json')}")
-    for space, by_shots in card["left_out_characters_top1"].items():
-        print(f"  left-out characters, top-1, {space}: " + ", ".join(
-            f"{k} {v:.1%}" if v is not None else f"{k} not measured (too few pictures)" for k, v in by_shots.items()))
-    return 0
+    top1 = card["left_out_characters_top1"]
+    if args.json:
+        print(json.dumps({"projection": str(path), "card": str(path.with_suffix(".json")), "left_out_top1": top1,
+                          "trained_loses_at": losses(top1)},
+                         ensure_ascii=False))
+    else:
+        print(f"wrote {path} and its card {path.with_suffix('.json')}")
+        print("characters left out of the fit, named right (top-1), untrained -> trained:")
+        for k, before in top1["untrained"].items():
+            after = top1["trained"][k]
+            print(f"  {k}: " + (f"{before:.1%} -> {after:.1%}" if before is not None and after is not None
+                                else "not measured (too few pictures)"))
+    if losses(top1):
+        worse = "; ".join(f"{k}: {top1['trained'][k]:.1%} against {top1['untrained'][k]:.1%}" for k in losses(top1))
+        _say(f"warning: the trained projection names characters it never saw worse than the untrained embedder "
+             f"({worse}); keep the shipped projection, or train on more characters")
+    return EXIT_OK
 
 
 def cmd_evaluate(args) -> int:

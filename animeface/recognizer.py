@@ -86,6 +86,11 @@ class EnrollReport:
             line += f"; {len(self.failed)} unreadable"
         return line
 
+    def to_dict(self) -> dict:
+        return {"name": self.name, "used": self.used,
+                "skipped": [{"source": src, "reason": why} for src, why in self.skipped],
+                "failed": [{"source": src, "reason": why} for src, why in self.failed]}
+
     def details(self) -> list[str]:
         """One line per picture skipped or unreadable, with its reason."""
         return [f"  skipped {src}: {why}" for src, why in self.skipped] + [f"  unreadable: {why}" for _, why in self.failed]

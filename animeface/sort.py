@@ -100,6 +100,14 @@ class SortSummary:
             summary.removed += r["removed"]
         return summary
 
+    def to_dict(self) -> dict:
+        """The summary as `sort --json` prints it."""
+        return {"dry_run": self.dry_run, "files": self.files, "folders": dict(sorted(self.folders.items())),
+                "left": [{"source": path, "reason": why} for path, why in self.left], "copied": self.copied,
+                "identical": self.identical, "removed": self.removed, "resumed": self.resumed,
+                "elapsed": round(self.elapsed, 3),
+                "report": str(self.state_dir / "report.html") if self.state_dir and not self.dry_run else None}
+
     def __str__(self) -> str:
         head = "dry run, nothing changed:" if self.dry_run else "sorted:"
         lines = [f"{head} {self.files} file(s) in {self.elapsed:.1f} s"
@@ -127,6 +135,10 @@ class UndoSummary:
     restored: int = 0
     removed: int = 0
     kept: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"restored": self.restored, "removed": self.removed,
+                "kept": [{"path": path, "reason": why} for path, why in self.kept]}
 
     def __str__(self) -> str:
         lines = [f"undone: {self.restored} file(s) put back, {self.removed} copy(ies) removed"]

@@ -69,7 +69,7 @@ def test_help_lists_verbs_exit_statuses_version_and_examples(capsys):
         text = capsys.readouterr().out
         assert "example" in text and f"animeface {verb}" in text.split("example", 1)[1], verb
         if verb in ("list", "forget"):
-            assert "--backbone" not in text and "--cascade" not in text and "--quiet" not in text
+            assert "--backbone" not in text and "--cascade" not in text and "loading message" not in text
         else:
             assert "'imagenet' (the default" in text and ".h5" in text and "random-init[:SEED]" in text
 
@@ -470,3 +470,68 @@ def test_sorting_an_empty_folder_says_no_pictures_and_makes_nothing(capsys, tmp_
         code, out, err = run(capsys, "sort", tmp_path / "empty", tmp_path / "dst", *gallery, "--backbone", RANDOM_BACKBONE)
         assert code == EXIT_NOTHING_DONE and f"no pictures in {tmp_path / 'empty'}" in err and "loading" not in err, err
         assert not (tmp_path / "dst").exists()
+
+
+#: Each command with the least it needs to parse.
+COMMANDS = {"enroll": ["N", "p"], "identify": ["p"], "cluster": ["p"], "detect": ["p"], "list": [], "forget": ["N"],
+            "sort": ["a", "b"], "evaluate": ["r"], "train": ["r", "--out", "o"], "serve": []}
+
+
+@pytest.mark.parametrize("verb", COMMANDS)
+def test_every_command_takes_the_same_output_flags(verb):
+    """-q everywhere; --json on every command that lists, names, or reports (serve only serves);
+    -v where there is more to list."""
+    from animeface.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args([verb, *COMMANDS[verb], "-q"]).quiet
+    assert parser.parse_args([verb, *COMMANDS[verb], "--quiet"]).quiet
+    if verb != "serve":
+        assert parser.parse_args([verb, *COMMANDS[verb], "--json"]).json
+    if verb in ("enroll", "cluster", "sort"):
+        assert parser.parse_args([verb, *COMMANDS[verb], "-v"]).verbose
+
+
+def test_list_and_forget_quietly_and_as_json(capsys, gallery_copy):
+    code, out, _ = run(capsys, "list", "-q", "--gallery", gallery_copy)
+    assert code == EXIT_OK and out.split() == list(CHARACTERS)
+    code, out, _ = run(capsys, "list", "--json", "--gallery", gallery_copy)
+    listed = json.loads(out)
+    assert list(listed["characters"]) == list(CHARACTERS) and all(n > 0 for n in listed["characters"].values())
+    code, out, _ = run(capsys, "forget", "gura", "-q", "--gallery", gallery_copy)
+    assert code == EXIT_OK and out == ""
+    code, out, _ = run(capsys, "forget", "calli", "--json", "--gallery", gallery_copy)
+    assert json.loads(out) == {"forgot": "calli", "faces": listed["characters"]["calli"], "gallery": str(gallery_copy)}
+    assert run(capsys, "list", "-q", "--gallery", gallery_copy)[1].split() == list(CHARACTERS[2:])
+
+
+def test_detect_prints_the_boxes_without_writing_copies(capsys, tmp_path, shared_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scene, broken = shared_data / "illustrations" / "set_b" / "test_1.jpg", tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG broken")
+    code, out, err = run(capsys, "detect", scene, broken, "--json", "--detector", "cascade", "-q")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == EXIT_SOME_FAILED and [r["path"] for r in records] == [str(scene), str(broken)]
+    from animeface.detect import Detector
+
+    boxes = Detector("cascade").detect(scene)
+    assert [f["box"] for f in records[0]["faces"]] == [list(b) for b in boxes] and records[0]["out"] is None
+    assert records[1]["error"] and records[1]["faces"] == []
+    assert os.listdir(tmp_path) == ["broken.png"], "nothing written without --out"
+    code, out, err = run(capsys, "detect", scene, "--detector", "cascade")
+    assert code == EXIT_USAGE and "--json" in err
+
+
+def test_sort_summary_as_json_and_verbose_actions(capsys, tmp_path, gallery_copy, random_backbone):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for p in crops("gura", 30, 2):
+        (src / p.name).write_bytes(p.read_bytes())
+    code, out, _ = run(capsys, "sort", src, dst, "--gallery", gallery_copy, "--faces", "auto", "-v", "--json", "-q")
+    lines = out.splitlines()
+    summary = json.loads(lines[-1])
+    assert code == EXIT_OK and summary["files"] == 2 and summary["copied"] == 2 and summary["left"] == []
+    assert sum(summary["folders"].values()) == 2 and summary["report"] == str(dst.resolve() / ".animeface" / "report.html")
+    assert len([line for line in lines[:-1] if line.startswith("copy ")]) == 2, "-v: each action"
+    code, out, _ = run(capsys, "sort", "--undo", dst, "--json")
+    assert code == EXIT_OK and json.loads(out) == {"restored": 0, "removed": 2, "kept": []}
