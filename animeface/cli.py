@@ -313,13 +313,43 @@ def load_embedder(rec, args) -> None:
     The face detector is found first: a missing one is said at once, not after a conversion."""
     import numpy as np
 
-    if getattr(args, "faces", "detect") != "whole":
-        rec.detector  # noqa: B018 - fetches and checks the detector's files
+    detecting = getattr(args, "faces", "detect") != "whole"
+    check_models(args, detector=detecting)
+    if detecting:
+        rec.detector  # noqa: B018 - loads the detector: a damaged file is said now, not at the first picture
     if not args.quiet:
         _say("loading the embedder ...")
     size = rec.embedder.input_size
     with quiet.native_stderr_silenced():
         rec.embedder.embed(np.zeros((1, size, size, 3), np.uint8))
+
+
+def check_models(args, detector: bool = True, backbone: bool = True) -> None:
+    """Find every model file the command needs before any work, downloading what is missing, and name
+    all that cannot be had in one error, each with the variable that points at a local copy: offline,
+    a first run would otherwise fail once per file."""
+    from .backbone import check_weights
+    from .cascade import cascade_path
+    from .errors import ModelError
+    from .faceboxes import weights_path
+
+    steps = []
+    if detector:
+        steps.append(lambda: cascade_path(args.cascade))  # the fast mode, and FaceBoxes' second opinion
+        if args.detector == "faceboxes":
+            steps.append(weights_path)
+    if backbone:
+        steps.append(lambda: check_weights(args.backbone))
+    problems = []
+    for step in steps:
+        try:
+            step()
+        except ModelError as exc:
+            problems.append(str(exc))
+    if len(problems) == 1:
+        raise ModelError(problems[0])
+    if problems:
+        raise ModelError(f"{len(problems)} model files are missing:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def _failed(message) -> None:
@@ -541,6 +571,8 @@ def cmd_detect(args) -> int:
         _warn_if_empty(rec)
         if rec.characters:
             load_embedder(rec, args)
+    if not rec or not rec.characters:
+        check_models(args, backbone=False)
     detector = rec.detector if rec else Detector(args.detector, cascade=args.cascade)
     found, missing = _pictures(args.paths)
     done, failed = 0, len(missing)
@@ -715,6 +747,7 @@ def cmd_train(args) -> int:
         check_output(args.out, args.name)
     except ValueError as exc:
         raise UsageError(f"train: --name: {exc}") from None
+    check_models(args, detector=False)
     path = train(args.roots, args.out, name=args.name, backbone=args.backbone, seed=args.seed,
                  progress=_progress(args), command=command)
     card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
@@ -746,6 +779,7 @@ def cmd_evaluate(args) -> int:
         except ImportError:
             raise AnimefaceError("evaluate: --plots needs matplotlib (pip install matplotlib); "
                              "nothing was run") from None
+    check_models(args, detector=args.faces != "whole")
     try:
         with quiet.native_stderr_silenced():
             result = evaluate(args.root, shots=args.shots, unknown=args.unknown, repeats=args.repeats, seed=args.seed,
