@@ -30,8 +30,13 @@ The promises, and how they are kept:
 - every step is a line in DST/.animeface/journal-*.jsonl, fsynced before the
   step goes on, so an interrupted run resumes where it stopped and the latest
   run, finished or not, can be undone; a run that changed nothing leaves no
-  journal (or report) behind, so it never hides the run before it. File names
-  that are not valid UTF-8 are journalled byte for byte.
+  journal behind, so it never hides the run before it (its report, rewritten
+  by every run, says where each file is). File names that are not valid UTF-8
+  are journalled byte for byte;
+- a re-run does no work twice: a picture an earlier run into DST placed from
+  the same path, with the same bytes and settings (the recognizer's naming_key,
+  the faces mode, the grouping), its copies still there, is placed again by
+  that run's record, not decoded or embedded.
 """
 
 from __future__ import annotations
@@ -304,17 +309,26 @@ class Picture:
     boxes: list = field(default_factory=list)
     crops: list = field(default_factory=list)
     error: str | None = None
+    #: The record of an earlier run that placed these same bytes from this path, under the same settings:
+    #: the picture is placed again by it, and neither decoded nor embedded.
+    before: dict | None = None
 
 
-def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: PixelBudget) -> Picture:
-    """Read the file once; hash, decode, detect and crop, holding its pixels from the budget;
-    save a thumbnail into thumbs (unless None). Anything but a regular file is left alone."""
+def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: PixelBudget,
+            placed_before: dict[str, dict]) -> Picture:
+    """Read the file once and hash it; unless an earlier run placed these bytes (placed_before, by path,
+    its copies and thumbnail still there), decode, detect and crop, holding its pixels from the budget,
+    and save a thumbnail into thumbs (unless None). Anything but a regular file is left alone."""
     pic = Picture(path)
     try:
         if not is_picture(path):
             raise ImageError(f"{path.name}: not an image ({path.suffix or 'no'} file suffix, no image header)")
         data = read_file(path, path.name, follow_links=False)
         pic.size, pic.sha256 = len(data), hashlib.sha256(data).hexdigest()
+        before = placed_before.get(str(path))
+        if before and before["sha256"] == pic.sha256 and _still_there(before, thumbs):
+            pic.before, pic.shape = before, tuple(before["shape"])
+            return pic
         with budget.decoded(data, path.name) as rgb:
             pic.shape = rgb.shape[:2]
             pic.boxes, pic.crops = recognizer.face_crops(rgb, faces)
@@ -323,6 +337,28 @@ def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: Pix
     except ImageError as exc:
         pic.error = str(exc).removeprefix(f"{path.name}: ")
     return pic
+
+
+def _still_there(record: dict, thumbs: Path | None) -> bool:
+    """Whether every copy a record placed is still a file of its size, and its thumbnail is there."""
+    try:
+        return (thumbs is None or (thumbs / f"{record['sha256']}.jpg").is_file()) and all(
+            os.stat(p["path"]).st_size == record["size"] for p in record["placed"])
+    except OSError:
+        return False
+
+
+def placed_before(dst: Path, key: str) -> dict[str, dict]:
+    """Source path -> its latest record among the runs into dst made under this placing key (the
+    recognizer's naming_key, the faces mode and the grouping) and not undone, for the pictures they
+    placed; a re-run places those again without decoding or embedding them."""
+    out: dict[str, dict] = {}
+    for path in sorted((dst / STATE_DIR).glob("journal-*.jsonl")):
+        entries = Journal.read(path)
+        if not entries or entries[0].get("placing") != key or any(e["op"] in ("undo", "undone") for e in entries):
+            continue
+        out.update((e["src"], e) for e in entries if e["op"] == "done" and e["placed"] and not e["reason"])
+    return out
 
 
 # -- stages 2 and 3: name the faces in batches, place the files ----------------------
@@ -391,6 +427,8 @@ def _sort(recognizer, src: Path, dst: Path, found: list[Path], move: bool, dry_r
         _remove_leftovers(dst)
     entries = _resumable(dst, src, move, grouping)
     finished = [e for e in entries if e["op"] == "done"]
+    key = hashlib.sha256(json.dumps([recognizer.naming_key(), faces, threshold]).encode()).hexdigest()
+    earlier = placed_before(dst, key)
     if dry_run:
         journal = _NoJournal()
     elif entries:
@@ -398,11 +436,11 @@ def _sort(recognizer, src: Path, dst: Path, found: list[Path], move: bool, dry_r
         journal.write("resume", at=datetime.now().isoformat(timespec="seconds"))
     else:
         journal = Journal(Journal.new_path(dst))
-        journal.write("run", src=str(src), dst=str(dst), move=move, faces=faces, group_unknown=grouping,
+        journal.write("run", src=str(src), dst=str(dst), move=move, faces=faces, group_unknown=grouping, placing=key,
                       at=datetime.now().isoformat(timespec="seconds"))
     done_paths = {e["src"] for e in finished}
     todo = [f for f in found if str(f) not in done_paths]
-    placer = _Placer(dst, journal, move, dry_run, log, made={e["dst"] for e in entries if e["op"] == "copy"})
+    placer = _Placer(dst, journal, move, dry_run, log, made={e["dst"]: e["src"] for e in entries if e["op"] == "copy"})
     thumbs = None if dry_run else dst / STATE_DIR / "thumbs"
     budget = PixelBudget(max_pixels())
     records = [{k: v for k, v in e.items() if k != "op"} for e in finished]
@@ -413,7 +451,8 @@ def _sort(recognizer, src: Path, dst: Path, found: list[Path], move: bool, dry_r
     bar = tqdm(total=len(todo), desc="sort", unit="img", disable=not progress, smoothing=0.1)
     try:
         batch: list[Picture] = []
-        pictures = pipelined(lambda p: analyse(p, recognizer, faces, thumbs, budget), todo, jobs, 2 * EMBED_BATCH + 4 * jobs)
+        pictures = pipelined(lambda p: analyse(p, recognizer, faces, thumbs, budget, earlier), todo, jobs,
+                             2 * EMBED_BATCH + 4 * jobs)
         for pic in pictures:
             batch.append(pic)
             if sum(len(p.crops) for p in batch) >= EMBED_BATCH:
@@ -436,9 +475,8 @@ def _sort(recognizer, src: Path, dst: Path, found: list[Path], move: bool, dry_r
                              state_dir=dst / STATE_DIR)
     if dry_run:
         return summary
-    if summary.copied or summary.removed:
-        report.write_reports(dst / STATE_DIR, records, summary)
-    else:  # nothing changed: the run before stays the one to undo, and its report stays
+    report.write_reports(dst / STATE_DIR, records, summary)  # every run's report says where each file is now
+    if not (summary.copied or summary.removed):  # nothing changed: the run before stays the one to undo
         journal.path.unlink()
     return summary
 
@@ -498,6 +536,9 @@ def _name_and_place(recognizer, batch: list[Picture], placer: "_Placer", held: l
     vectors = recognizer.vectors_for(crops, keep=held is not None)
     records, offset = [], 0
     for pic in batch:
+        if pic.before:
+            records.append(placer.place_again(pic))
+            continue
         n = len(pic.boxes)
         mine = None if vectors is None else vectors[offset:offset + n]
         named = recognizer.name_faces(mine, pic.boxes)
@@ -548,9 +589,10 @@ def group_folders(vectors: np.ndarray, threshold: float, pictures) -> list[str |
 class _Placer:
     """Stage 3: copy (or move) one picture into its folders, journalling each step first."""
 
-    def __init__(self, dst: Path, journal, move: bool, dry_run: bool, log: Callable[[str], None], made: set[str]):
+    def __init__(self, dst: Path, journal, move: bool, dry_run: bool, log: Callable[[str], None],
+                 made: dict[str, str]):
         self.dst, self.journal, self.move, self.dry_run, self.log = dst, journal, move, dry_run, log
-        self.made = made  # files an interrupted attempt of this run already copied
+        self.made = made  # copy -> its source, for the copies an interrupted attempt of this run made
         self.folders = Folders()
 
     def place(self, pic: Picture, faces, groups: list[str | None] | None = None) -> dict:
@@ -562,19 +604,31 @@ class _Placer:
                   "faces": [_face_record(f, g) for f, g in zip(faces, groups)], "placed": [], "removed": False}
         if pic.error:
             self.log(f"leave {pic.path}: {pic.error}")
-        else:
-            names = list(dict.fromkeys(f.label for f in faces if f.label))
-            record["status"] = "sorted" if names else "unknown" if faces else "noface"
-            try:
-                for folder in names or sorted(set(filter(None, groups))) or [UNKNOWN if faces else NOFACE]:
-                    record["placed"].append(self._put(pic, folder))
-                if self.move:
-                    self._remove_source(pic)
-                    record["removed"] = True
-            except (AnimefaceError, OSError) as exc:  # e.g. a folder that cannot be written: the next file
-                record["reason"] = str(exc) if not isinstance(exc, OSError) or not exc.filename \
-                    else f"{exc.filename}: {exc.strerror}"
-                self.log(f"leave {pic.path}: {record['reason']}")
+            self.journal.write("done", **record)
+            return record
+        names = list(dict.fromkeys(f.label for f in faces if f.label))
+        record["status"] = "sorted" if names else "unknown" if faces else "noface"
+        return self._file(pic, record, names or sorted(set(filter(None, groups))) or [UNKNOWN if faces else NOFACE])
+
+    def place_again(self, pic: Picture) -> dict:
+        """Place a picture an earlier run placed (pic.before) into the same folders, with the faces it
+        found then: its copies there are found, not written again."""
+        record = {**{k: v for k, v in pic.before.items() if k != "op"}, "placed": [], "removed": False}
+        return self._file(pic, record, [p["folder"] for p in pic.before["placed"]])
+
+    def _file(self, pic: Picture, record: dict, folders: list[str]) -> dict:
+        """Put the picture into each folder (and with move, remove its source), filling in and journalling
+        its record; a failure leaves the source in place, said in the record."""
+        try:
+            for folder in folders:
+                record["placed"].append(self._put(pic, folder))
+            if self.move:
+                self._remove_source(pic)
+                record["removed"] = True
+        except (AnimefaceError, OSError) as exc:  # e.g. a folder that cannot be written: the next file
+            record["reason"] = str(exc) if not isinstance(exc, OSError) or not exc.filename \
+                else f"{exc.filename}: {exc.strerror}"
+            self.log(f"leave {pic.path}: {record['reason']}")
         self.journal.write("done", **record)
         return record
 
@@ -587,7 +641,9 @@ class _Placer:
         if existing:
             self.journal.write("same", src=str(pic.path), dst=str(existing), sha256=pic.sha256, size=pic.size)
             self.log(f"keep {pic.path}: identical file already at {existing}")
-            return {"folder": folder, "path": str(existing), "how": "copied" if str(existing) in self.made else "identical"}
+            # copied by this run before an interruption (the copy journalled, its picture not yet done)
+            copied = self.made.get(str(existing)) == str(pic.path)
+            return {"folder": folder, "path": str(existing), "how": "copied" if copied else "identical"}
         while True:
             target = self.folders.free_name(where, pic.path.name)
             self.journal.write("copy", src=str(pic.path), dst=str(target), sha256=pic.sha256, size=pic.size)
@@ -635,8 +691,9 @@ def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
     Sources that are gone (moved by the run) are put back, copied back from a
     checked copy and never over a file; then the copies the run made are
     removed if they are unchanged. A copy that changed, or that holds a source
-    which could not be put back, is kept and listed. Safe to repeat, and
-    temporary files left by a killed undo are removed by the next.
+    which could not be put back, is kept and listed. The report and its
+    thumbnails go too. Safe to repeat, and temporary files left by a killed
+    undo are removed by the next.
     """
     dst = Path(dst).expanduser().resolve()
     if Journal.latest(dst) is None:
@@ -694,6 +751,9 @@ def _undo(dst: Path, log: Callable[[str], None]) -> UndoSummary:
     if not summary.kept:
         journal.write("undone", at=datetime.now().isoformat(timespec="seconds"))
     journal.close()
+    for name in ("report.csv", "report.html"):  # they told where the undone run put each file
+        (dst / STATE_DIR / name).unlink(missing_ok=True)
+    shutil.rmtree(dst / STATE_DIR / "thumbs", ignore_errors=True)
     return summary
 
 
