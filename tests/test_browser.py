@@ -58,8 +58,11 @@ def test_identify_name_an_unknown_face_and_see_the_name_next_time(server, page):
     expect(first.locator(".face")).to_have_count(2)
     expect(first.locator(".face .tag").first).to_have_text("unknown")
 
+    first.locator(".face").first.click()  # its guesses open, in Identify
+    expect(first.locator(".face .guesses").first).to_be_visible()
     page.click("nav a[data-page=teach]")
     first.locator(".face").first.click()
+    expect(first.locator(".face .guesses").first).to_be_hidden()  # in Teach, no tooltip over the picture
     page.fill("#teach-name", "Newcomer")
     page.click("#teach-submit")
     expect(page.locator("#teach-status")).to_contain_text("Taught Newcomer")
@@ -145,3 +148,27 @@ def test_report_boxes_sit_on_the_faces_and_labels_stay_in_the_picture(page, sort
                              "return [r.left, r.width]; })()")
         first_row = [c["card"] for c in cards if c["card"][1] == cards[0]["card"][1]]
         assert max(x + w for x, _, w, _ in first_row) - grid[0] >= 0.9 * grid[1]
+
+
+def test_on_a_phone_every_name_stays_inside_its_picture(server, page):
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.goto(server)
+    for scene in (SCENE, SHARED / "illustrations" / "set_b" / "test_5.jpg"):
+        page.set_input_files("#files", str(scene))
+    from playwright.sync_api import expect
+
+    expect(page.locator("#results figure")).to_have_count(2)
+    page.wait_for_function("""() => [...document.querySelectorAll('#results .card')].every(card =>
+        card.querySelectorAll('.face').length == +(card.querySelector('h2').textContent.match(/(\\d+) face/) || [0, 0])[1])""")
+    assert page.locator("#results .face").count() >= 2
+    icon = page.request.get(server.split("/login")[0] + "/favicon.ico")
+    assert icon.status == 200, "the browser's icon request is answered"
+    inside = page.evaluate("""() => [...document.querySelectorAll('#results figure')].flatMap(figure => {
+        const picture = figure.querySelector('img').getBoundingClientRect();
+        return [...figure.querySelectorAll('.tag')].map(tag => {
+            const r = tag.getBoundingClientRect();
+            return r.left >= picture.left - 3.5 && r.right <= picture.right + 3.5 && r.top >= picture.top - 3.5
+                   && r.bottom <= picture.bottom + 3.5;
+        });
+    })""")
+    assert inside and all(inside)
