@@ -368,25 +368,33 @@ def _status(done: int, failed: int) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def _pictures(paths) -> tuple[list[tuple[Path, Path]], list[Path]]:
+def _pictures(paths) -> list[tuple[Path, Path]]:
     """The pictures given, for every command alike: (file, its path relative to the folder given, or its
-    name for a file given), folders walked by the one rule (io.iter_image_files); and the paths that do
-    not exist, each said on stderr, as is a folder with no pictures."""
+    name for a file given), folders walked by the one rule (io.iter_image_files). A path that does not
+    exist is kept, for reading to say so in its turn (identify streams its results); a folder with no
+    pictures is said on stderr."""
     from .io import iter_image_files
 
-    found, missing = [], []
+    found = []
     for given in map(Path, paths):
-        if not os.path.lexists(given):
-            _failed(f"{given}: no such file or folder")
-            missing.append(given)
-        elif given.is_dir():
+        if given.is_dir():
             pictures = iter_image_files([given])
             if not pictures:
                 _say(f"no pictures in {given}")
             found += [(f, f.relative_to(given)) for f in pictures]
         else:
             found.append((given, Path(given.name)))
-    return found, missing
+    return found
+
+
+def _none_there(pictures: list[Path]) -> bool:
+    """Whether none of the pictures exists (each said on stderr): the command stops there, before it
+    makes or loads anything."""
+    if any(os.path.lexists(p) for p in pictures):
+        return False
+    for path in pictures:
+        _failed(f"{path}: no such file or folder")
+    return True
 
 
 def _folder(path, what: str) -> Path:
@@ -439,15 +447,10 @@ def cmd_enroll(args) -> int:
         if not args.name or not args.paths:
             raise UsageError("enroll: give NAME and at least one PATH (or --folders ROOT)")
         jobs = [(validate_name(args.name), args.paths)]
-    walked = []
-    for name, paths in jobs:
-        found, missing = _pictures(paths)
-        failed += len(missing)
-        if found:
-            walked.append((name, [f for f, _ in found]))
-    if not walked:  # nothing to enroll: no gallery is made and no network loaded
-        return _status(0, failed)
-    jobs = walked
+    jobs = [(name, [f for f, _ in _pictures(paths)]) for name, paths in jobs]
+    given = [f for _, files in jobs for f in files]
+    if _none_there(given):  # nothing to enroll: no gallery is made and no network loaded
+        return _status(0, failed + len(given))
     rec = open_recognizer(args, create=True)
     load_embedder(rec, args)
     reports = [rec.enroll(name, paths, faces=args.faces) for name, paths in jobs]
@@ -495,10 +498,9 @@ def cmd_cluster(args) -> int:
         _say(f"no gallery at {gallery_path(args)}: no face is set aside as already named")
     if args.out:
         check_free(Path(args.out))  # before minutes of work, not after
-    found, missing = _pictures(args.paths)
-    pictures = [p for p, _ in found]
-    if not pictures:
-        return _status(0, len(missing))
+    pictures = [p for p, _ in _pictures(args.paths)]
+    if _none_there(pictures):
+        return _status(0, len(pictures))
     rec = open_recognizer(args, create=True)  # grouping needs no gallery, and saves none
     load_embedder(rec, args)
     result = rec.cluster(pictures, faces=args.faces, threshold=args.similarity, thumbnails=bool(args.out))
@@ -521,7 +523,7 @@ def cmd_cluster(args) -> int:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         print("\n".join(lines))
-    return _status(len(pictures) - len(result.failed), len(result.failed) + len(missing))
+    return _status(len(pictures) - len(result.failed), len(result.failed))
 
 
 def cmd_identify(args) -> int:
@@ -529,14 +531,12 @@ def cmd_identify(args) -> int:
 
     rec = open_recognizer(args)
     _warn_if_empty(rec)
-    found, missing = _pictures(args.paths)
-    pictures = [path for path, _ in found]
+    pictures = [path for path, _ in _pictures(args.paths)]
     if rec.characters and pictures:
         load_embedder(rec, args)
-    done, failed = 0, len(missing)
-    if args.json:
-        for path in missing:
-            _json_failed(path, f"{path}: no such file or folder")
+    elif pictures:  # an empty gallery names nobody, so no network; faces are still found
+        check_models(args, detector=args.faces != "whole", backbone=False)
+    done = failed = 0
     for path, faces in rec.identify_iter(pictures, faces=args.faces):
         if isinstance(faces, ImageError):
             _failed(faces)
@@ -574,12 +574,8 @@ def cmd_detect(args) -> int:
     if not rec or not rec.characters:
         check_models(args, backbone=False)
     detector = rec.detector if rec else Detector(args.detector, cascade=args.cascade)
-    found, missing = _pictures(args.paths)
-    done, failed = 0, len(missing)
-    if args.json:
-        for path in missing:
-            _json_failed(path, f"{path}: no such file or folder", out=None)
-    for path, relative in found:
+    done = failed = 0
+    for path, relative in _pictures(args.paths):
         try:
             rgb = load_image(path)
         except ImageError as exc:
@@ -656,6 +652,8 @@ def cmd_sort(args) -> int:
         _say(f"no characters in {rec.path}: every face is unknown, and grouped by character")
     if rec.characters or grouping:
         load_embedder(rec, args)
+    else:  # an empty gallery names nobody, so no network; faces are still found
+        check_models(args, backbone=False)
     try:
         summary = sort_folder(rec, args.src, args.dst, move=args.move, dry_run=args.dry_run, faces=args.faces,
                               jobs=args.jobs, progress=_progress(args),

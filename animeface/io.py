@@ -115,7 +115,7 @@ def open_file(path: os.PathLike, name: str | None = None, follow_links: bool = T
         if exc.errno == errno.ELOOP and not follow_links:
             raise ImageError(f"{name}: not a regular file but {_KINDS[stat.S_IFLNK]}") from None
         if exc.errno == errno.ENOENT:
-            raise ImageError(f"{name}: no such file") from None
+            raise ImageError(f"{name}: no such file or folder") from None
         raise ImageError(f"{name}: cannot read the file ({exc.strerror})") from None
     except ValueError:  # a NUL or a lone surrogate (a name from JSON, say): no file can have that name
         raise ImageError(f"{name!r}: no such file (no file name can hold that)") from None

@@ -45,6 +45,7 @@ def page():
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         tab = browser.new_page()
         tab.set_default_timeout(TIMEOUT_MS)
+        playwright.expect.set_options(timeout=TIMEOUT_MS)  # a loaded machine identifies slowly
         yield tab
         browser.close()
 
