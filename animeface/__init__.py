@@ -12,7 +12,8 @@ once per network, to convert it.
 
 from importlib import import_module as _import_module
 
-from .errors import AnimefaceError, BackboneMismatchError, CharacterNameError, GalleryError, ImageError, ModelError
+from .errors import (AnimefaceError, BackboneMismatchError, CharacterNameError, GalleryError, ImageError, InputError,
+                     ModelError)
 
 #: Public names defined in the stage modules, imported on first use.
 _LAZY = {
@@ -25,8 +26,8 @@ _LAZY = {
 
 __all__ = [
     "AnimefaceError", "BackboneMismatchError", "Box", "CharacterNameError", "Detector", "EnrollReport", "Face",
-    "GalleryError", "ImageError", "ModelError", "Recognizer", "Calibration", "detect_faces", "enroll", "identify",
-    "load_image", "read_index",
+    "GalleryError", "ImageError", "InputError", "ModelError", "Recognizer", "Calibration", "detect_faces", "enroll",
+    "identify", "load_image", "read_index",
 ]
 __version__ = "0.3.0"
 

@@ -80,8 +80,28 @@ def parse_spec(spec: str) -> Weights:
     path = Path(spec).expanduser()
     if path.is_file() and path.name.endswith(".h5"):
         return Weights(spec, path)
+    if not path.exists() and (path.name.endswith(".h5") or os.sep in spec):
+        raise ModelError(f"backbone {spec}: no such file (check --backbone or ANIMEFACE_BACKBONE: the official "
+                         f"Inception-v3 notop .h5 file, or a local copy; {LOCAL_WEIGHTS})")
     raise ModelError(f"backbone {spec!r} is not 'imagenet', 'random-init[:SEED]' or an Inception-v3 Keras "
                      ".h5 weights file (check --backbone or ANIMEFACE_BACKBONE)")
+
+
+#: What ANIMEFACE_BACKBONE may point at, said wherever the weights cannot be had.
+LOCAL_WEIGHTS = ("ANIMEFACE_BACKBONE may also point at a Keras 3 .weights.h5 holding Inception-v3's layers up to "
+                 "mixed8 (no later layer is used)")
+
+
+def check_weights(backbone: str | os.PathLike | None = None) -> None:
+    """Find the weights file a backbone spec names (downloading the official one if needed), without
+    TensorFlow; a ModelError says what is missing and how to point at a local copy."""
+    spec = resolve_backbone(backbone)
+    if spec == "random-init" or spec.startswith("random-init:"):
+        return
+    try:
+        _with_file(parse_spec(spec))
+    except ModelError as exc:
+        raise ModelError(f"{exc}; {LOCAL_WEIGHTS}" if LOCAL_WEIGHTS not in str(exc) else str(exc)) from None
 
 
 def _with_file(weights: Weights) -> Weights:

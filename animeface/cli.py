@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__, quiet
 from .models import DEFAULT_DETECTOR, DETECTORS, STRANGER_REFUSAL
-from .errors import AnimefaceError, GalleryError
+from .errors import AnimefaceError, GalleryError, InputError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_NOTHING_DONE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 #: What a shell reports for a program stopped by a closed pipe (128 + SIGPIPE).
@@ -26,7 +26,8 @@ EXIT_STATUS = """exit status:
   1    an error stopped the command (no gallery, a model, the disk), said on stderr
   2    the command line is wrong (usage)
   3    some inputs failed, each named on stderr; the rest were processed
-  4    no input was processed (none found, or every one failed)
+  4    no input was processed (a path that does not exist, a folder with no pictures, or every
+       input failed)
   130  interrupted"""
 BACKBONE_HELP = ("embedder backbone: 'imagenet' (the default; downloaded once), a path to Inception-v3 Keras .h5 "
                  "weights (the official notop file, or a .weights.h5 of the layers up to mixed8), or "
@@ -54,10 +55,16 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        from .io import max_pixels
+
+        max_pixels()  # a bad setting is said once, before any work
         return args.run(args)
     except UsageError as exc:
         print(f"animeface {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
+    except InputError as exc:  # nothing to work on: the same status as inputs that all failed
+        _failed(exc)
+        return EXIT_NOTHING_DONE
     except BrokenPipeError:  # the reader went away (| head): stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
@@ -99,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  animeface identify scene.jpg\n"
                "  animeface sort ~/Downloads/anime ~/Pictures/by-character\n\n"
                "environment: ANIMEFACE_HOME (default gallery), ANIMEFACE_BACKBONE, ANIMEFACE_DETECTOR,\n"
-               "  ANIMEFACE_CASCADE, ANIMEFACE_CACHE (model downloads).\n"
+               "  ANIMEFACE_CASCADE, ANIMEFACE_CACHE (model downloads), ANIMEFACE_MAX_PIXELS (largest picture\n"
+               "  read, default 80000000).\n"
                "Run 'animeface COMMAND --help' for each command.\n\n"
                + EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"animeface {__version__}")
@@ -118,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "(with --from; no PATH)")
     p.add_argument("--from", dest="cluster_run", metavar="DIR", help="the folder a 'cluster --out DIR' run wrote")
     p.add_argument("-v", "--verbose", action="store_true", help="list each skipped picture with its reason")
+    p.add_argument("--json", action="store_true", help="print what was enrolled and skipped as one JSON object")
 
     p = _command(sub, "identify", "name the faces in pictures", cmd_identify,
                  "animeface identify scene.jpg more_pictures/\n"
@@ -176,24 +185,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write the groups here: a contact sheet (index.html) to choose names "
                                                 "from, and the run, for 'enroll NAME --cluster ID --from DIR'")
     p.add_argument("--json", action="store_true", help="print the groups as one JSON object (the last line)")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every face of each group, not one example")
     p.add_argument("--similarity", type=float, metavar="S",
                    help="mean cosine similarity two groups need to merge (default: from the embedder's calibration; "
                         "higher gives smaller, purer groups)")
 
     p = _command(sub, "detect", "find faces and save copies with the boxes drawn", cmd_detect,
                  "animeface detect pictures/ --out checked/\n"
-                 "animeface detect scene.png --out checked/ --names")
+                 "animeface detect scene.png --out checked/ --names\n"
+                 "animeface detect scene.png --json                 # just the boxes")
     p.add_argument("paths", nargs="+", metavar="PATH", help="pictures or folders")
-    p.add_argument("--out", required=True, metavar="DIR",
+    p.add_argument("--out", metavar="DIR",
                    help="folder for the annotated copies (subfolders and formats kept; never overwritten)")
     p.add_argument("--names", action="store_true", help="also name each face against the gallery")
+    p.add_argument("--json", action="store_true", help="print one JSON object per picture, with its boxes (no --out "
+                                                       "needed)")
 
-    _command(sub, "list", "list the enrolled characters", cmd_list, "animeface list --gallery galleries/mine",
-             network=False)
+    p = _command(sub, "list", "list the enrolled characters", cmd_list,
+                 "animeface list --gallery galleries/mine\nanimeface list -q                # names only", network=False)
+    p.add_argument("-q", "--quiet", action="store_true", help="the names alone, one a line")
+    p.add_argument("--json", action="store_true", help="print the characters and their counts as one JSON object")
 
     p = _command(sub, "forget", "remove a character from the gallery", cmd_forget,
                  "animeface forget 'Hatsune Miku'", network=False)
     p.add_argument("name", help="character name")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing when it worked")
+    p.add_argument("--json", action="store_true", help="print what was removed as one JSON object")
 
     p = _command(sub, "sort", "sort a folder of pictures into one folder per character", cmd_sort,
                  "animeface sort ~/Downloads/anime ~/Pictures/by-character\n"
@@ -212,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file the pictures with no named face into _unknown/group-01/, group-02/, ... by character "
                         "(01 the largest group), grouped as 'animeface cluster' groups them; a picture whose faces "
                         "fit no group goes to _unknown/. Needs no gallery: without one, every picture with a face "
-                        "is grouped")
+                        "is grouped. With no gallery yet at the default place, sort does this by itself")
     p.add_argument("--similarity", type=float, metavar="S",
                    help="with --group-unknown: mean cosine similarity two groups need to merge (default: from the "
                         "embedder's calibration; higher gives smaller, purer groups)")
@@ -222,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "detecting and embedding nothing again (its gallery named them); a picture it does not "
                         "hold, or that changed since, is left in place")
     p.add_argument("--undo", metavar="DST", help="reverse the latest sort into DST instead")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each file's action as it is done")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object (the last line)")
 
     p = _command(sub, "index", "index every face of many pictures into a Parquet table, on Ray", cmd_index,
                  "animeface index ~/collection --out collection-index/\n"
@@ -270,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="adapt the embedder to your own characters",
                        description="Train the embedder's projection on face crops, one subfolder per character "
-                                   "under each ROOT, and save it (with its card) in --out. Use it with "
+                                   "under each ROOT (at least 10 characters in all), and save it (with its card) in "
+                                   "--out. It prints how characters left out of the fit are named, untrained and "
+                                   "trained, and warns when training made that worse. Use it with "
                                    "--projection PATH (or Recognizer(projection=PATH)). The card records leave-characters-out figures "
                                    "for the untrained and trained embedder.",
                        epilog="example: animeface train faces/ --out my-embedder/ --name mine")
@@ -281,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the augmentation and the folds (default 0)")
     p.add_argument("--backbone", help=BACKBONE_HELP)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the left-out figures as one JSON object")
     return parser
 
 
@@ -375,8 +397,10 @@ def load_embedder(rec, args, maps: bool = False) -> None:
     maps=True loads the network that gives the feature maps (explain) instead."""
     import numpy as np
 
-    if getattr(args, "faces", "detect") != "whole":
-        rec.detector  # noqa: B018 - fetches and checks the detector's files
+    detecting = getattr(args, "faces", "detect") != "whole"
+    check_models(args, detector=detecting)
+    if detecting:
+        rec.detector  # noqa: B018 - loads the detector: a damaged file is said now, not at the first picture
     if not args.quiet:
         _say("loading the embedder ...")
     size = rec.embedder.input_size
@@ -385,9 +409,42 @@ def load_embedder(rec, args, maps: bool = False) -> None:
         rec.embedder.feature_maps(blank) if maps else rec.embedder.embed(blank)
 
 
+def check_models(args, detector: bool = True, backbone: bool = True) -> None:
+    """Find every model file the command needs before any work, downloading what is missing, and name
+    all that cannot be had in one error, each with the variable that points at a local copy: offline,
+    a first run would otherwise fail once per file."""
+    from .backbone import check_weights
+    from .cascade import cascade_path
+    from .errors import ModelError
+    from .faceboxes import weights_path
+
+    steps = []
+    if detector:
+        steps.append(lambda: cascade_path(args.cascade))  # the fast mode, and FaceBoxes' second opinion
+        if args.detector == "faceboxes":
+            steps.append(weights_path)
+    if backbone:
+        steps.append(lambda: check_weights(args.backbone))
+    problems = []
+    for step in steps:
+        try:
+            step()
+        except ModelError as exc:
+            problems.append(str(exc))
+    if len(problems) == 1:
+        raise ModelError(problems[0])
+    if problems:
+        raise ModelError(f"{len(problems)} model files are missing:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
 def _failed(message) -> None:
     """One line on stderr for an input that could not be used (the message names it)."""
     _say(f"failed: {message}")
+
+
+def _json_failed(path, error, **more) -> None:
+    """The JSON line of a picture that could not be used (identify, detect): its error, no faces."""
+    print(json.dumps({"path": str(path), "error": str(error), "faces": [], **more}, ensure_ascii=False), flush=True)
 
 
 def _status(done: int, failed: int) -> int:
@@ -396,21 +453,41 @@ def _status(done: int, failed: int) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def _pictures(paths, suffixes=None, kind: str = "pictures") -> list[tuple[Path, Path]]:
-    """(file, its path relative to the folder given, or its name for a file given) for each input;
-    folders give their files of these suffixes (default: pictures), and one with none is said on stderr."""
-    from .io import IMAGE_SUFFIXES, iter_image_files
+def _pictures(paths, keep=None, kind: str = "pictures") -> list[tuple[Path, Path]]:
+    """The inputs given, for every command alike: (file, its path relative to the folder given, or its
+    name for a file given), folders walked by the one rule (io.iter_image_files; keep: video's own
+    rule for its files). A path that does not exist is kept, for reading to say so in its turn
+    (identify streams its results); a folder with none is said on stderr."""
+    from .io import iter_image_files
 
-    out = []
+    found = []
     for given in map(Path, paths):
-        found = iter_image_files([given], suffixes or IMAGE_SUFFIXES)
         if given.is_dir():
-            if not found:
+            pictures = iter_image_files([given], keep)
+            if not pictures:
                 _say(f"no {kind} in {given}")
-            out += [(f, f.relative_to(given)) for f in found]
+            found += [(f, f.relative_to(given)) for f in pictures]
         else:
-            out.append((given, Path(given.name)))
-    return out
+            found.append((given, Path(given.name)))
+    return found
+
+
+def _none_there(pictures: list[Path]) -> bool:
+    """Whether none of the pictures exists (each said on stderr): the command stops there, before it
+    makes or loads anything."""
+    if any(os.path.lexists(p) for p in pictures):
+        return False
+    for path in pictures:
+        _failed(f"{path}: no such file or folder")
+    return True
+
+
+def _folder(path, what: str) -> Path:
+    """A folder argument that must exist: InputError ('no such folder') otherwise."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"{what}: {path}: " + ("not a folder" if os.path.lexists(folder) else "no such folder"))
+    return folder
 
 
 def _warn_if_empty(rec) -> None:
@@ -440,9 +517,7 @@ def cmd_enroll(args) -> int:
     if args.folders:
         if args.name or args.paths:
             raise UsageError("enroll: give either NAME PATH... or --folders ROOT, not both")
-        root = Path(args.folders)
-        if not root.is_dir():
-            raise AnimefaceError(f"enroll --folders: {root} is not a folder")
+        root = _folder(args.folders, "enroll --folders")
         jobs = []
         for d in sorted(root.iterdir()):
             if d.is_dir() and not d.name.startswith((".", "_")):
@@ -452,14 +527,17 @@ def cmd_enroll(args) -> int:
                     _failed(f"{d}: {exc}")
                     failed += 1
         if not jobs and not failed:
-            raise AnimefaceError(f"enroll --folders: {root} has no character subfolders")
+            raise InputError(f"enroll --folders: {root} has no character subfolders")
     else:
         if not args.name or not args.paths:
             raise UsageError("enroll: give NAME and at least one PATH (or --folders ROOT)")
         jobs = [(validate_name(args.name), args.paths)]
+    jobs = [(name, [f for f, _ in _pictures(paths)]) for name, paths in jobs]
+    given = [f for _, files in jobs for f in files]
+    if _none_there(given):  # nothing to enroll: no gallery is made and no network loaded
+        return _status(0, failed + len(given))
     rec = open_recognizer(args, create=True)
-    if jobs:
-        load_embedder(rec, args)
+    load_embedder(rec, args)
     reports = [rec.enroll(name, paths, faces=args.faces) for name, paths in jobs]
     for report in reports:
         for _, why in report.failed:
@@ -474,6 +552,10 @@ def _save_and_tell(rec, args, reports) -> None:
     the one message, never after a success that did not happen."""
     if any(r.used for r in reports):
         rec.save()
+    if args.json:
+        print(json.dumps({"gallery": str(rec.path), "characters": rec.characters,
+                          "enrolled": [r.to_dict() for r in reports]}, ensure_ascii=False))
+        return
     for report in reports:
         print(report)
         if args.verbose:
@@ -508,10 +590,11 @@ def cmd_cluster(args) -> int:
     else:
         if not Gallery.exists(gallery_path(args)):
             _say(f"no gallery at {gallery_path(args)}: no face is set aside as already named")
-        rec = open_recognizer(args, create=True)  # grouping needs no gallery, and saves none
         paths = [p for p, _ in _pictures(args.paths)]
-        if paths:
-            load_embedder(rec, args)
+        if _none_there(paths):
+            return _status(0, len(paths))
+        rec = open_recognizer(args, create=True)  # grouping needs no gallery, and saves none
+        load_embedder(rec, args)
         result = rec.cluster(paths, faces=args.faces, threshold=args.similarity, thumbnails=bool(args.out))
         pictures, made_with = len(paths), rec.run_description()
     for message in result.failed:
@@ -520,7 +603,10 @@ def cmd_cluster(args) -> int:
     lines = [f"{len(result.faces) + len(result.named)} face(s) in {pictures - len(result.failed)} picture(s): "
              f"{len(groups)} group(s), {len(result.ungrouped)} ungrouped, {len(result.named)} named by the gallery "
              f"(threshold {result.threshold:.3f})"]
-    lines += [f"  group {g}: {len(faces)} faces, e.g. {faces[0].source}" for g, faces in enumerate(groups, 1)]
+    for g, faces in enumerate(groups, 1):
+        lines.append(f"  group {g}: {len(faces)} faces" + ("" if args.verbose else f", e.g. {faces[0].source}"))
+        if args.verbose:
+            lines += [f"    {face.source} at {tuple(face.box)}" for face in faces]
     if args.out:
         sheet = result.save(Path(args.out), made_with)
         lines.append(f"contact sheet: {sheet}; name a group with 'animeface enroll NAME --cluster ID --from {args.out}'")
@@ -541,13 +627,15 @@ def cmd_identify(args) -> int:
     pictures = [path for path, _ in _pictures(args.paths)]
     if rec.characters and pictures:
         load_embedder(rec, args)
+    elif pictures:  # an empty gallery names nobody, so no network; faces are still found
+        check_models(args, detector=args.faces != "whole", backbone=False)
     done = failed = 0
     for path, faces in rec.identify_iter(pictures, faces=args.faces):
         if isinstance(faces, ImageError):
             _failed(faces)
             failed += 1
             if args.json:
-                print(json.dumps({"path": str(path), "error": str(faces), "faces": []}, ensure_ascii=False), flush=True)
+                _json_failed(path, faces)
             continue
         done += 1
         if args.json:
@@ -564,7 +652,7 @@ def cmd_video(args) -> int:
     truncated one reports what was read, and counts as failed. Then the timeline and the groups."""
     from . import timeline
     from .cluster import check_free
-    from .video import VIDEO_SUFFIXES, group_unknown
+    from .video import group_unknown, is_video
 
     if args.group_unknown and not args.out:
         raise UsageError("video: --group-unknown saves its groups in --out DIR: give one")
@@ -584,7 +672,7 @@ def cmd_video(args) -> int:
     rec = open_recognizer(args, create=args.group_unknown)  # grouping needs no gallery
     if not args.group_unknown:
         _warn_if_empty(rec)
-    clips = [path for path, _ in _pictures(args.paths, VIDEO_SUFFIXES, "videos")]
+    clips = [path for path, _ in _pictures(args.paths, is_video, "videos")]
     if clips:
         load_embedder(rec, args)
     runs = [_video_clip(rec, path, args) for path in clips]
@@ -721,13 +809,17 @@ def cmd_detect(args) -> int:
     from .errors import ImageError
     from .io import load_image
 
-    out = Path(args.out)
+    if not args.out and not args.json:
+        raise UsageError("detect: give --out DIR for annotated copies, or --json to print the boxes")
+    out = Path(args.out) if args.out else None
     rec = None
     if args.names:
         rec = open_recognizer(args)
         _warn_if_empty(rec)
         if rec.characters:
             load_embedder(rec, args)
+    if not rec or not rec.characters:
+        check_models(args, backbone=False)
     detector = rec.detector if rec else Detector(args.detector, cascade=args.cascade)
     done = failed = 0
     for path, relative in _pictures(args.paths):
@@ -736,6 +828,8 @@ def cmd_detect(args) -> int:
         except ImageError as exc:
             _failed(exc)
             failed += 1
+            if args.json:
+                _json_failed(path, exc, out=None)
             continue
         if rec:
             faces = rec.identify(rgb, faces="detect")
@@ -743,15 +837,23 @@ def cmd_detect(args) -> int:
             labels = [f"{f.label} {f.score:.2f}" if f.label else "unknown" for f in faces]
         else:
             boxes, labels = detector.detect(rgb), None
-        suffix = relative.suffix.lower() if relative.suffix.lower() in WRITABLE_SUFFIXES else ".png"
-        target = _free_name(out / relative.with_suffix(suffix))
-        if not files.inside(out, target.parent):
-            _failed(f"{path}: {target.parent} leads outside {out} (a link); not written")
-            failed += 1
-            continue
-        encoded = cv2.imencode(suffix, cv2.cvtColor(draw_boxes(rgb, boxes, labels), cv2.COLOR_RGB2BGR))[1]
-        files.write_bytes(target, encoded.tobytes())  # a new file, never through a link (imwrite follows them)
-        print(f"{path}: {len(boxes)} face(s) -> {target}", flush=True)
+        target = None
+        if out:
+            suffix = relative.suffix.lower() if relative.suffix.lower() in WRITABLE_SUFFIXES else ".png"
+            target = _free_name(out / relative.with_suffix(suffix))
+            if not files.inside(out, target.parent):
+                _failed(f"{path}: {target.parent} leads outside {out} (a link); not written")
+                failed += 1
+                continue
+            encoded = cv2.imencode(suffix, cv2.cvtColor(draw_boxes(rgb, boxes, labels), cv2.COLOR_RGB2BGR))[1]
+            files.write_bytes(target, encoded.tobytes())  # a new file, never through a link (imwrite follows them)
+        if args.json:
+            shown = [f.to_dict() for f in faces] if rec else [{"box": list(b), "box_score": b.score} for b in boxes]
+            print(json.dumps({"path": str(path), "error": None, "faces": shown, "out": target and str(target)},
+                             ensure_ascii=False), flush=True)
+        else:
+            where = f" -> {target}" if target else ": " + ", ".join(f"{tuple(b)} {b.score:.2f}" for b in boxes)
+            print(f"{path}: {len(boxes)} face(s){where}", flush=True)
         done += 1
     return _status(done, failed)
 
@@ -768,38 +870,61 @@ def _free_name(path: Path) -> Path:
 def cmd_sort(args) -> int:
     from tqdm import tqdm
 
-    from .sort import sort_folder, undo
+    from .sort import UNKNOWN, check_folders, sort_folder, undo
 
     if args.undo:
         if args.src or args.dst:
             raise UsageError("sort: --undo DST takes no other folders")
-        summary = undo(args.undo, log=None if args.quiet else print)
-        print(summary)
+        summary = undo(args.undo, log=None if args.quiet or args.json else print)
+        print(json.dumps(summary.to_dict(), ensure_ascii=False) if args.json else summary)
         return EXIT_SOME_FAILED if summary.kept else EXIT_OK
     if not (args.src and args.dst):
         raise UsageError("sort: give SRC and DST (or --undo DST)")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("sort: --jobs must be at least 1")
-    if args.similarity is not None and not args.group_unknown:
+    from .gallery import Gallery
+
+    # No gallery yet (a first run, as in the README): group the faces by character, as --group-unknown does.
+    # A --gallery given that holds none is a typo, said by open_recognizer.
+    grouping = args.group_unknown or not (args.index or args.gallery or Gallery.exists(gallery_path(args)))
+    if args.similarity is not None and not grouping:
         raise UsageError("sort: --similarity goes with --group-unknown")
     rec = None
-    if not args.index:  # an index named the faces already
-        rec = open_recognizer(args, create=args.group_unknown)  # grouping needs no gallery
-        if not args.group_unknown:
+    if args.index:  # an index named the faces already
+        check_folders(args.src, args.dst, args.move, grouping)
+    else:
+        rec = open_recognizer(args, create=grouping)  # grouping needs no gallery
+        check_folders(args.src, args.dst, args.move, grouping)  # before the network loads
+        if not grouping:
             _warn_if_empty(rec)
+        elif not args.group_unknown:
+            _say(f"no gallery yet at {rec.path}: grouping the faces by character, as --group-unknown does")
         elif not rec.characters:
             _say(f"no characters in {rec.path}: every face is unknown, and grouped by character")
-        if rec.characters or args.group_unknown:
+        if rec.characters or grouping:
             load_embedder(rec, args)
+        else:  # an empty gallery names nobody, so no network; faces are still found
+            check_models(args, backbone=False)
     try:
         summary = sort_folder(rec, args.src, args.dst, move=args.move, dry_run=args.dry_run, faces=args.faces,
-                              jobs=args.jobs, progress=_progress(args), log=tqdm.write if args.dry_run else None,
-                              group_unknown=args.group_unknown, similarity=args.similarity, index=args.index)
+                              jobs=args.jobs, progress=_progress(args),
+                              log=tqdm.write if args.dry_run or args.verbose else None,
+                              group_unknown=grouping, similarity=args.similarity, index=args.index)
     except KeyboardInterrupt:
         _say("interrupted; run the same command again to carry on, "
              f"or 'animeface sort --undo {args.dst}' to reverse it")
         return EXIT_INTERRUPTED
-    print(summary)
+    groups = sorted(f for f in summary.folders if f.startswith(UNKNOWN + "/"))
+    hint = ""
+    if groups and not summary.dry_run:
+        hint = (f"name a group: animeface enroll NAME {Path(args.dst) / groups[0]}/ ; then "
+              f"'animeface sort --undo {args.dst}' and sort again to file its pictures under NAME")
+    if args.json:
+        print(json.dumps({**summary.to_dict(), "hint": hint or None}, ensure_ascii=False))
+    else:
+        print(summary)
+        if hint:
+            print(hint)
     return _status(summary.files - len(summary.left), len(summary.left))
 
 
@@ -835,10 +960,13 @@ def cmd_index(args) -> int:
 
 def cmd_list(args) -> int:
     rec = open_recognizer(args)
-    if not rec.characters:
+    if args.json:
+        print(json.dumps({"gallery": str(rec.path), "characters": rec.characters}, ensure_ascii=False))
+        return EXIT_OK
+    if not rec.characters and not args.quiet:
         print(f"gallery {rec.path} is empty")
     for name, count in rec.characters.items():
-        print(f"{name}\t{count}")
+        print(name if args.quiet else f"{name}\t{count}")
     return EXIT_OK
 
 
@@ -850,7 +978,10 @@ def cmd_forget(args) -> int:
         _say(f"error: {exc.args[0]}")
         return EXIT_ERROR
     rec.save()
-    print(f"forgot {args.name} ({removed} face(s))")
+    if args.json:
+        print(json.dumps({"forgot": args.name, "faces": removed, "gallery": str(rec.path)}, ensure_ascii=False))
+    elif not args.quiet:
+        print(f"forgot {args.name} ({removed} face(s))")
     return EXIT_OK
 
 
@@ -887,7 +1018,7 @@ def cmd_serve(args) -> int:
 def cmd_train(args) -> int:
     import shlex
 
-    from .train import check_output, train
+    from .train import check_output, losses, train
 
     words = ["animeface", "train", *args.roots, "--out", args.out, "--name", args.name, "--seed", str(args.seed)]
     command = " ".join(shlex.quote(w) for w in words + (["--backbone", args.backbone] if args.backbone else []))
@@ -895,14 +1026,27 @@ def cmd_train(args) -> int:
         check_output(args.out, args.name)
     except ValueError as exc:
         raise UsageError(f"train: --name: {exc}") from None
+    check_models(args, detector=False)
     path = train(args.roots, args.out, name=args.name, backbone=args.backbone, seed=args.seed,
                  progress=_progress(args), command=command)
     card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    print(f"wrote {path} and its card {path.with_suffix('.json')}")
-    for space, by_shots in card["left_out_characters_top1"].items():
-        print(f"  left-out characters, top-1, {space}: " + ", ".join(
-            f"{k} {v:.1%}" if v is not None else f"{k} not measured (too few pictures)" for k, v in by_shots.items()))
-    return 0
+    top1 = card["left_out_characters_top1"]
+    if args.json:
+        print(json.dumps({"projection": str(path), "card": str(path.with_suffix(".json")), "left_out_top1": top1,
+                          "trained_loses_at": losses(top1)},
+                         ensure_ascii=False))
+    else:
+        print(f"wrote {path} and its card {path.with_suffix('.json')}")
+        print("characters left out of the fit, named right (top-1), untrained -> trained:")
+        for k, before in top1["untrained"].items():
+            after = top1["trained"][k]
+            print(f"  {k}: " + (f"{before:.1%} -> {after:.1%}" if before is not None and after is not None
+                                else "not measured (too few pictures)"))
+    if losses(top1):
+        worse = "; ".join(f"{k}: {top1['trained'][k]:.1%} against {top1['untrained'][k]:.1%}" for k in losses(top1))
+        _say(f"warning: the trained projection names characters it never saw worse than the untrained embedder "
+             f"({worse}); keep the shipped projection, or train on more characters")
+    return EXIT_OK
 
 
 def cmd_evaluate(args) -> int:
@@ -914,6 +1058,7 @@ def cmd_evaluate(args) -> int:
         except ImportError:
             raise AnimefaceError("evaluate: --plots needs matplotlib (pip install matplotlib); "
                              "nothing was run") from None
+    check_models(args, detector=args.faces != "whole")
     try:
         with quiet.native_stderr_silenced():
             result = evaluate(args.root, shots=args.shots, unknown=args.unknown, repeats=args.repeats, seed=args.seed,

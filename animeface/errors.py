@@ -9,6 +9,11 @@ class ImageError(AnimefaceError, ValueError):
     """An input could not be read as an image (empty, truncated, not an image, too big)."""
 
 
+class InputError(AnimefaceError):
+    """The inputs given hold nothing to work on: a folder that does not exist, or holds no pictures.
+    The command line exits with 4 (no input was processed), as when every input failed."""
+
+
 class ModelError(AnimefaceError):
     """A model file is missing, failed to download or failed its checksum."""
 

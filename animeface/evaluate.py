@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from . import metrics
 from .detect import Box
-from .errors import AnimefaceError, ImageError
+from .errors import AnimefaceError, ImageError, InputError
 from .gallery import Gallery
 from .io import iter_image_files, load_image, read_file
 from .models import DEFAULT_DETECTOR, STRANGER_REFUSAL
@@ -60,7 +60,8 @@ def character_folders(root) -> dict[str, list[Path]]:
     """Character name -> its picture files, one subfolder of root per character."""
     root = Path(root)
     if not root.is_dir():
-        raise AnimefaceError(f"{root} is not a folder; evaluate needs one subfolder of pictures per character")
+        raise InputError(f"{root}: {'not a folder' if root.exists() else 'no such folder'}; give a folder with one "
+                         "subfolder of pictures per character")
     folders = {d.name: iter_image_files([d]) for d in sorted(root.iterdir())
                if d.is_dir() and not d.name.startswith((".", "_"))}
     folders = {name: files for name, files in folders.items() if files}
@@ -155,8 +156,10 @@ def check_split(folders: dict[str, list[Path]], shots: int, unknown: int, repeat
         raise AnimefaceError(f"unknown={unknown} leaves no character to enroll ({len(folders)} characters)")
     short = [f"{n} ({len(f)})" for n, f in folders.items() if len(f) <= shots]
     if short:
+        fewest = min(len(f) for f in folders.values())
+        advice = f"try --shots {fewest - 1}" if fewest > 1 else "leave out the characters with one picture"
         raise AnimefaceError(f"with {shots} shots each character needs more than {shots} pictures, "
-                             f"so some are left to test; too few in: {', '.join(short)}")
+                             f"so some are left to test; too few in: {', '.join(short)}; {advice}")
 
 
 def score_splits(rec: Recognizer, folders: dict[str, list[Path]], pictures: list[Picture], shots: int,
@@ -385,10 +388,13 @@ def format_report(result: dict) -> str:
         f"faces={result['faces']}, backbone {result['backbone']}",
         f"test pictures: {result['n_test']} ({result['n_test_known']} known, {result['n_test_strangers']} strangers; "
         f"{result['n_no_face']} without a face, {result['n_several_faces']} with several)",
+        f"known faces named right {fig('top1')}; strangers falsely named "
+        + (fig('false_accept') if result["n_test_strangers"] else "not measured (hold characters out as strangers "
+           "with --unknown N)"),
         "figures with 95% bootstrap intervals:",
+        f"  known faces named right           {fig('top1')}",
         f"  strangers falsely named           {fig('false_accept')}",
         f"  strangers called unknown          {fig('unknown_rejected')}",
-        f"  known faces named right           {fig('top1')}",
         f"  AUROC known vs stranger           {fig('auroc_unknown', False)}",
         f"  calibration error of the score    {fig('calibration_error', False)}",
         f"  top guess right, ignoring unknown {fig('top1_closed_set')}",

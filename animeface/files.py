@@ -25,6 +25,8 @@ from typing import BinaryIO, Callable
 import numpy as np
 
 TMP_SUFFIX = ".animeface-tmp"
+#: The folder where sort keeps its journal, reports and thumbnails, inside its destination.
+STATE_DIR = ".animeface"
 #: The longest file name most file systems take, in bytes.
 NAME_MAX = 255
 #: How much of a target's name its temporary file's name keeps, in bytes.
@@ -157,6 +159,19 @@ def taken(folder: Path, names) -> str | None:
         if os.path.lexists(folder / name):
             return f"{folder / name} already exists: choose a new folder for --out"
     return None
+
+
+def walk(folder: Path, leave_out: Path | None = None) -> list[Path]:
+    """Every file under folder, recursively, in a stable (sorted) order: the one walk every command
+    makes. Left out: sort's state folders (STATE_DIR), our temporary files, and the folder leave_out
+    (sort's destination, when it lies inside). Links to folders are not followed."""
+    skip = leave_out.resolve() if leave_out is not None else None
+    found = []
+    for root, dirs, names in os.walk(folder):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if d != STATE_DIR and (skip is None or (here / d).resolve() != skip))
+        found += [here / n for n in sorted(names) if not n.endswith(TMP_SUFFIX)]
+    return found
 
 
 def inside(root: Path, path: Path) -> bool:

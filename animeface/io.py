@@ -23,7 +23,7 @@ from typing import Callable, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import ImageError
+from .errors import AnimefaceError, ImageError
 
 ImageLike = Union[str, os.PathLike, bytes, bytearray, np.ndarray, Image.Image]
 
@@ -42,7 +42,25 @@ RASTER_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def max_pixels() -> int:
-    return int(os.environ.get("ANIMEFACE_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    """The pixel limit: ANIMEFACE_MAX_PIXELS, else DEFAULT_MAX_PIXELS; a setting that is not a whole
+    number above 0 is an AnimefaceError naming it."""
+    text = os.environ.get("ANIMEFACE_MAX_PIXELS", "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise AnimefaceError(f"ANIMEFACE_MAX_PIXELS={text!r}: not a whole number of pixels above 0 (such as "
+                             f"{DEFAULT_MAX_PIXELS}, the default); set it to one, or unset it")
+    return value
+
+
+def _over_limit(name: str, pixels: str, limit: int) -> ImageError:
+    """The one message for a picture over the pixel limit, whichever check found it."""
+    return ImageError(f"{name}: {pixels} is over the limit of {limit} pixels; set ANIMEFACE_MAX_PIXELS to allow "
+                      "larger images")
 
 
 def describe(src: ImageLike) -> str:
@@ -97,7 +115,7 @@ def open_file(path: os.PathLike, name: str | None = None, follow_links: bool = T
         if exc.errno == errno.ELOOP and not follow_links:
             raise ImageError(f"{name}: not a regular file but {_KINDS[stat.S_IFLNK]}") from None
         if exc.errno == errno.ENOENT:
-            raise ImageError(f"{name}: no such file") from None
+            raise ImageError(f"{name}: no such file or folder") from None
         raise ImageError(f"{name}: cannot read the file ({exc.strerror})") from None
     except ValueError:  # a NUL or a lone surrogate (a name from JSON, say): no file can have that name
         raise ImageError(f"{name!r}: no such file (no file name can hold that)") from None
@@ -215,8 +233,7 @@ def _open(fh, name: str) -> Image.Image:
                              f"({', '.join(RASTER_FORMATS)})") from None
         raise
     if img.width * img.height > limit:
-        raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {limit}; "
-                         "set ANIMEFACE_MAX_PIXELS to allow larger images")
+        raise _over_limit(name, f"{img.width}x{img.height} pixels", limit)
     return img
 
 
@@ -226,14 +243,7 @@ def _other_format(fh) -> str | None:
     fh.seek(0)
     prefix = fh.read(16)
     Image.init()
-    for format_id in Image.ID:
-        accept = Image.OPEN[format_id][1]
-        try:
-            if format_id not in RASTER_FORMATS and accept is not None and accept(prefix):
-                return format_id
-        except Exception:  # noqa: BLE001 - a header test given too short a prefix, as Pillow allows
-            continue
-    return None
+    return next((f for f in Image.ID if f not in RASTER_FORMATS and _accepts(Image.OPEN[f][1], prefix)), None)
 
 
 @contextmanager
@@ -245,8 +255,8 @@ def _pil_errors(name: str):
             yield
     except Image.UnidentifiedImageError as exc:
         raise ImageError(f"{name}: not a readable image (unknown or damaged format)") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: too many pixels ({exc}); set ANIMEFACE_MAX_PIXELS to allow it") from exc
+    except Image.DecompressionBombError as exc:  # Pillow refuses past twice its own limit, before we see the size
+        raise _over_limit(name, f"more than {2 * Image.MAX_IMAGE_PIXELS} pixels", max_pixels()) from exc
     except Exception as exc:
         raise ImageError(f"{name}: not a readable image ({exc})") from exc
 
@@ -275,7 +285,7 @@ def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageError(f"{name}: the array has no pixels")
     if arr.shape[0] * arr.shape[1] > max_pixels():
-        raise ImageError(f"{name}: {arr.shape[1]}x{arr.shape[0]} pixels is over the limit of {max_pixels()}")
+        raise _over_limit(name, f"{arr.shape[1]}x{arr.shape[0]} pixels", max_pixels())
     arr = _to_uint8(arr, name)
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
@@ -301,18 +311,48 @@ def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
     raise ImageError(f"{name}: unsupported array type {arr.dtype}")
 
 
-def iter_image_files(paths, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
-    """Expand files and folders (walked recursively, sorted) into a list of files.
+def is_picture(path: Path) -> bool:
+    """The one rule, for every command, for which files found in a folder are pictures: content decides,
+    whatever the name. A file with a picture's suffix, or whose header is of a format read
+    (RASTER_FORMATS: a JPEG named x.download or with no suffix at all), is one; so is a file that is not
+    a regular one (a FIFO, a device), so that reading it names the problem. An empty file or another
+    kind of file (notes, videos) is not. Only the first bytes are read."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        info = os.stat(path)
+    except OSError:  # a dangling link: reading it says so
+        return True
+    if not stat.S_ISREG(info.st_mode):
+        return True
+    try:
+        with open_file(path) as fh:
+            prefix = fh.read(16)
+    except (ImageError, OSError):
+        return info.st_size > 0
+    Image.init()
+    return any(_accepts(Image.OPEN[f][1], prefix) for f in RASTER_FORMATS if f in Image.OPEN)
 
-    Folders contribute the files whose suffix is one of `suffixes` (default: those
-    of pictures); files named explicitly are kept whatever their suffix, since
-    content decides.
-    """
+
+def _accepts(accept, prefix: bytes) -> bool:
+    """Whether a format's header test takes these first bytes."""
+    try:
+        return accept is not None and bool(accept(prefix))
+    except Exception:  # noqa: BLE001 - a header test given too short a prefix, as Pillow allows
+        return False
+
+
+def iter_image_files(paths, keep=None) -> list[Path]:
+    """Expand files and folders into a list of files: each folder walked (files.walk), keeping the
+    files `keep` accepts (default: is_picture, as every picture command does; video passes its
+    own); files named explicitly are kept whatever they hold, for reading to judge."""
+    from . import files
+
     out: list[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes))
+            out.extend(f for f in files.walk(p) if (keep or is_picture)(f))
         else:
             out.append(p)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import sys
 import threading
@@ -87,6 +88,11 @@ class EnrollReport:
         if self.failed:
             line += f"; {len(self.failed)} unreadable"
         return line
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "used": self.used,
+                "skipped": [{"source": src, "reason": why} for src, why in self.skipped],
+                "failed": [{"source": src, "reason": why} for src, why in self.failed]}
 
     def details(self) -> list[str]:
         """One line per picture skipped or unreadable, with its reason."""
@@ -416,6 +422,16 @@ class Recognizer:
     def run_description(self) -> dict:
         """What made this recognizer's vectors, as a cluster run records it."""
         return {"backbone_id": self.embedder.backbone_id, **self.embedder.description}
+
+    def naming_key(self) -> str:
+        """A digest of everything that decides which faces this recognizer finds in a picture and what it
+        names them: the embedder, the enrolled faces, the naming rule's setting, the detector, the crop
+        margin. Two recognizers with the same key place any picture alike (sort skips what an earlier
+        run with the same key placed)."""
+        detector = self._detector if isinstance(self._detector, str) else f"{self._detector.kind}:{self._detector.path}"
+        parts = [self.run_description(), [[e["label"], e["sha256"], e.get("box")] for e in self.gallery.entries],
+                 self.stranger_refusal, self.margin, detector, str(self._cascade or "")]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     def forget_face(self, entry: dict) -> None:
         """Remove one face that enroll_face added (its entry: label, sha256 and box); KeyError if absent."""

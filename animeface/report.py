@@ -76,19 +76,21 @@ CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; background: #fafafa; }
 h1 { font-size: 1.5em; margin: 0 0 .3em; } h2 { font-size: 1.2em; margin: 1.6em 0 .5em; border-bottom: 1px solid #ccc; }
 table.summary td { padding: 1px 12px 1px 0; } .muted { color: #777; }
-.grid { display: flex; flex-wrap: wrap; gap: 12px; }
-.card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 6px; width: 244px; }
-.pic { position: relative; display: inline-block; line-height: 0; }
-.pic img { max-width: 240px; max-height: 240px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 12px; align-items: start; }
+.card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 6px; min-width: 0; }
+.pic { position: relative; display: block; margin: 0 auto; overflow: hidden; }
+.pic img { position: absolute; inset: 0; width: 100%; height: 100%; }
 .box { position: absolute; border: 2px solid #e0282e; box-sizing: border-box; }
 .box.unknown { border: 2px dashed #f0a000; }
-.box span { position: absolute; left: -2px; bottom: 100%; white-space: nowrap; font: bold 11px/1.3 sans-serif;
-            background: #e0282e; color: #fff; padding: 0 3px; }
-.box.unknown span { background: #f0a000; }
 .box.other { border: 1px solid rgba(255, 255, 255, .7); }
+.label { position: absolute; box-sizing: border-box; white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
+         font: bold 11px/1.3 sans-serif; background: #e0282e; color: #fff; padding: 0 3px; }
+.label.unknown { background: #f0a000; }
 .name { font-size: 12px; word-break: break-all; margin-top: 4px; } .faces { font-size: 12px; color: #444; }
 table.left td { padding: 2px 10px 2px 0; vertical-align: top; }
 """
+#: The tallest a thumbnail is shown, in CSS pixels: a tall picture is narrowed to keep its shape.
+SHOWN_HEIGHT = 240
 
 
 def _html(state_dir: Path, records: list[dict], summary) -> str:
@@ -125,21 +127,25 @@ def _card(state_dir: Path, r: dict, placed: dict) -> str:
     height, width = r["shape"]
     folder = placed["folder"]
     mine = [f for f in r["faces"] if f["label"] == folder or (not f["label"] and f.get("group", "_unknown") == folder)]
-    boxes = []
+    boxes, labels = [], []
     for f in r["faces"]:
         x, y, w, h = f["box"]
-        style = (f"left:{100 * x / width:.2f}%;top:{100 * y / height:.2f}%;"
-                 f"width:{100 * w / width:.2f}%;height:{100 * h / height:.2f}%")
+        left, top = 100 * x / width, 100 * y / height
+        style = f"left:{left:.2f}%;top:{top:.2f}%;width:{100 * w / width:.2f}%;height:{100 * h / height:.2f}%"
         kind = ("" if f["label"] else " unknown") + ("" if f in mine else " other")
-        caption = f"<span>{e(_face_text(f))}</span>" if f in mine else ""
-        boxes.append(f"<div class='box{kind}' style='{style}'>{caption}</div>")
+        boxes.append(f"<div class='box{kind}' style='{style}'></div>")
+        if f in mine:  # the caption sits in the box's top corner and never leaves the picture (its text: the title)
+            labels.append(f"<span class='label{kind}' style='left:{left:.2f}%;top:{top:.2f}%;max-width:{100 - left:.2f}%'"
+                          f" title='{e(_face_text(f))}'>{e(_face_text(f))}</span>")
     others = len(r["faces"]) - len(mine)
     faces = ", ".join(_face_text(f) for f in mine) + (f" (+{others} other face(s))" if others else "")
     target = quote(os.fsencode(Path(os.path.relpath(placed["path"], state_dir)).as_posix()))
     note = " (already there)" if placed["how"] == "identical" else ""
     every = "; ".join(_face_text(f) for f in r["faces"]) or "no face"
-    return (f"<div class='card'><a class='pic' href='{e(target)}'>"
-            f"<img loading='lazy' src='thumbs/{r['sha256']}.jpg' alt=''>{''.join(boxes)}</a>"
+    # the picture's own shape, at most SHOWN_HEIGHT tall: the boxes, placed in shares of it, sit on the faces at any width
+    shape = f"aspect-ratio:{width}/{height};width:min(100%,{SHOWN_HEIGHT * width / height:.0f}px)"
+    return (f"<div class='card'><a class='pic' style='{shape}' href='{e(target)}'>"
+            f"<img loading='lazy' src='thumbs/{r['sha256']}.jpg' alt=''>{''.join(boxes + labels)}</a>"
             f"<div class='name' title='{e(r['src'])}'>{e(Path(r['src']).name)}{note}</div>"
             f"<div class='faces' title='{e(every)}'>{e(faces or 'no face')}</div></div>")
 

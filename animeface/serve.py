@@ -48,7 +48,8 @@ READ_ONLY_POSTS = ("/api/identify",)
 WEB_SOURCE = "web upload"
 THUMBNAILS_SHOWN = 4
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
-STATIC = {"/app.js": "application/javascript", "/style.css": "text/css"}
+STATIC = {"/app.js": ("app.js", "application/javascript"), "/style.css": ("style.css", "text/css"),
+          "/favicon.ico": ("favicon.svg", "image/svg+xml")}
 #: The one-time address that signs the browser in: GET /login?key=KEY.
 LOGIN_PATH = "/login"
 #: Sent with every answer: no other page may frame this one (clickjacking), nor a file be sniffed as another type.
@@ -328,7 +329,7 @@ def create_app(rec: Recognizer, token: str, login: str, host: str = "127.0.0.1",
     service = Service(rec)
     web = files("animeface") / "web"
     page = (web / "index.html").read_text(encoding="utf-8").replace("{{TOKEN}}", token)
-    static = {path: (web / path.lstrip("/")).read_bytes() for path in STATIC}
+    static = {path: (web / name).read_bytes() for path, (name, _) in STATIC.items()}
     app = FastAPI(title="animeface", version=_version(), docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
 
@@ -347,7 +348,7 @@ def create_app(rec: Recognizer, token: str, login: str, host: str = "127.0.0.1",
     def index():
         return HTMLResponse(page, headers={"cache-control": "no-store"})
 
-    for path, media_type in STATIC.items():
+    for path, (_, media_type) in STATIC.items():
         app.add_api_route(path, lambda path=path, media_type=media_type: Response(static[path], media_type=media_type),
                           include_in_schema=False)
 

@@ -30,8 +30,13 @@ The promises, and how they are kept:
 - every step is a line in DST/.animeface/journal-*.jsonl, fsynced before the
   step goes on, so an interrupted run resumes where it stopped and the latest
   run, finished or not, can be undone; a run that changed nothing leaves no
-  journal (or report) behind, so it never hides the run before it. File names
-  that are not valid UTF-8 are journalled byte for byte.
+  journal behind, so it never hides the run before it (its report, rewritten
+  by every run, says where each file is). File names that are not valid UTF-8
+  are journalled byte for byte;
+- a re-run does no work twice: a picture an earlier run into DST placed from
+  the same path, with the same bytes and settings (the recognizer's naming_key,
+  the faces mode, the grouping), its copies still there, is placed again by
+  that run's record, not decoded or embedded.
 """
 
 from __future__ import annotations
@@ -51,12 +56,12 @@ from typing import Callable
 import numpy as np
 
 from . import files, report
-from .errors import AnimefaceError, ImageError
-from .io import IMAGE_SUFFIXES, RASTER_FORMATS, PixelBudget, available_cores, max_pixels, open_file, pipelined, read_file
+from .errors import AnimefaceError, ImageError, InputError
+from .io import PixelBudget, available_cores, is_picture, max_pixels, open_file, pipelined, read_file
 from .models import sha256_file
 
 UNKNOWN, NOFACE = "_unknown", "_noface"
-STATE_DIR = ".animeface"
+STATE_DIR = files.STATE_DIR
 #: Crops per embedding call. On CPU, Inception-v3 costs less per crop in batches of 4-8 than of
 #: 32 (about 15% here); small batches also journal finished files sooner.
 EMBED_BATCH = 8
@@ -100,6 +105,14 @@ class SortSummary:
             summary.removed += r["removed"]
         return summary
 
+    def to_dict(self) -> dict:
+        """The summary as `sort --json` prints it."""
+        return {"dry_run": self.dry_run, "files": self.files, "folders": dict(sorted(self.folders.items())),
+                "left": [{"source": path, "reason": why} for path, why in self.left], "copied": self.copied,
+                "identical": self.identical, "removed": self.removed, "resumed": self.resumed,
+                "elapsed": round(self.elapsed, 3),
+                "report": str(self.state_dir / "report.html") if self.state_dir and not self.dry_run else None}
+
     def __str__(self) -> str:
         head = "dry run, nothing changed:" if self.dry_run else "sorted:"
         lines = [f"{head} {self.files} file(s) in {self.elapsed:.1f} s"
@@ -127,6 +140,10 @@ class UndoSummary:
     restored: int = 0
     removed: int = 0
     kept: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"restored": self.restored, "removed": self.removed,
+                "kept": [{"path": path, "reason": why} for path, why in self.kept]}
 
     def __str__(self) -> str:
         lines = [f"undone: {self.restored} file(s) put back, {self.removed} copy(ies) removed"]
@@ -281,18 +298,6 @@ class _NoJournal:
 # -- stage 1: find the files and analyse them in worker threads -------------------
 
 
-def walk(src: Path, dst: Path) -> list[Path]:
-    """Every file under src in a stable order, leaving out dst (when it lies inside src),
-    sort's own .animeface folders and its temporary files."""
-    skip = dst.resolve()
-    found = []
-    for root, dirs, names in os.walk(src):
-        here = Path(root)
-        dirs[:] = sorted(d for d in dirs if d != STATE_DIR and (here / d).resolve() != skip)
-        found += [here / n for n in sorted(names) if not n.endswith(files.TMP_SUFFIX)]
-    return found
-
-
 @dataclass
 class Picture:
     """One source file after stage 1: its hash, face boxes and crops, or why it is no picture."""
@@ -307,19 +312,28 @@ class Picture:
     #: The faces, named, and their vectors, when an index (`animeface index`) named them already.
     faces: list | None = None
     vectors: np.ndarray | None = None
+    #: The record of an earlier run that placed these same bytes from this path, under the same settings:
+    #: the picture is placed again by it, and neither decoded nor embedded.
+    before: dict | None = None
 
 
-def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: PixelBudget, index=None) -> Picture:
-    """Read the file once; hash, decode, detect and crop, holding its pixels from the budget;
-    save a thumbnail into thumbs (unless None). Anything but a regular file is left alone.
+def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: PixelBudget,
+            placed_before: dict[str, dict] | None = None, index=None) -> Picture:
+    """Read the file once and hash it; unless an earlier run placed these bytes (placed_before, by path,
+    its copies and thumbnail still there), decode, detect and crop, holding its pixels from the budget,
+    and save a thumbnail into thumbs (unless None). Anything but a regular file is left alone.
     With index (index.IndexedPictures), the picture's faces are those the index holds, nothing is
     detected, and the file must be the one indexed (same sha256)."""
     pic = Picture(path)
     try:
-        if path.suffix.lower() not in IMAGE_SUFFIXES and not _looks_like_image(path):
+        if not is_picture(path):
             raise ImageError(f"{path.name}: not an image ({path.suffix or 'no'} file suffix, no image header)")
         data = read_file(path, path.name, follow_links=False)
         pic.size, pic.sha256 = len(data), hashlib.sha256(data).hexdigest()
+        before = (placed_before or {}).get(str(path))
+        if before and before["sha256"] == pic.sha256 and _still_there(before, thumbs):
+            pic.before, pic.shape = before, tuple(before["shape"])
+            return pic
         if index is not None:
             pic.faces, pic.vectors = index.faces(path, pic.sha256)
             pic.boxes = [f.box for f in pic.faces]
@@ -334,17 +348,26 @@ def analyse(path: Path, recognizer, faces: str, thumbs: Path | None, budget: Pix
     return pic
 
 
-def _looks_like_image(path: Path) -> bool:
-    """Whether the file's header is of a format read (RASTER_FORMATS); only the header is read (a folder
-    may hold big videos). A file that is not a regular one raises open_file's ImageError, which says what it is."""
-    from PIL import Image
+def _still_there(record: dict, thumbs: Path | None) -> bool:
+    """Whether every copy a record placed is still a file of its size, and its thumbnail is there."""
+    try:
+        return (thumbs is None or (thumbs / f"{record['sha256']}.jpg").is_file()) and all(
+            os.stat(p["path"]).st_size == record["size"] for p in record["placed"])
+    except OSError:
+        return False
 
-    with open_file(path, path.name, follow_links=False) as fh:
-        try:
-            with Image.open(fh, formats=RASTER_FORMATS):
-                return True
-        except Exception:
-            return False
+
+def placed_before(dst: Path, key: str) -> dict[str, dict]:
+    """Source path -> its latest record among the runs into dst made under this placing key (the
+    recognizer's naming_key, the faces mode and the grouping) and not undone, for the pictures they
+    placed; a re-run places those again without decoding or embedding them."""
+    out: dict[str, dict] = {}
+    for path in sorted((dst / STATE_DIR).glob("journal-*.jsonl")):
+        entries = Journal.read(path)
+        if not entries or entries[0].get("placing") != key or any(e["op"] in ("undo", "undone") for e in entries):
+            continue
+        out.update((e["src"], e) for e in entries if e["op"] == "done" and e["placed"] and not e["reason"])
+    return out
 
 
 # -- stages 2 and 3: name the faces in batches, place the files ----------------------
@@ -368,22 +391,17 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     faces the index holds, nothing is detected or embedded again (recognizer may
     be None), and a picture it does not hold, or that changed since, is left in
     place. The journal, report.csv and report.html go to dst/.animeface/. Raises
-    SortError when another sort or undo into dst is running, or dst cannot be
-    written to, and ClusterError when grouping has no threshold.
+    check_folders' errors (and then makes nothing), SortError when another
+    sort or undo into dst is running, or dst cannot be written to, and
+    ClusterError when grouping has no threshold.
     """
     started = time.monotonic()
-    src, dst = Path(src).expanduser().resolve(), Path(dst).expanduser().resolve()
     if faces not in ("detect", "auto"):
         raise ValueError(f"faces must be 'detect' or 'auto' for sorting, got {faces!r}")
-    if not src.is_dir():
-        raise SortError(f"{src}: not a folder; give the folder of pictures to sort")
-    if dst == src or dst in src.parents:
-        raise SortError(f"{src} lies inside the destination {dst}; sort into a folder outside it")
-    if dst.exists() and not dst.is_dir():
-        raise SortError(f"{dst}: exists and is not a folder")
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     jobs = jobs or available_cores()
+    src, dst, found = check_folders(src, dst, move, group_unknown)
     if index is not None:
         from .index import IndexedPictures
 
@@ -395,19 +413,41 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
         calibration = index.pair_similarity if index is not None else recognizer.embedder.pair_similarity
         threshold = threshold_from(calibration) if similarity is None else checked(similarity)
     with nullcontext() if dry_run else _lock(dst):
-        return _sort(recognizer, src, dst, move, dry_run, faces, jobs, progress, log or (lambda line: None), started,
-                     threshold, index)
+        return _sort(recognizer, src, dst, found, move, dry_run, faces, jobs, progress, log or (lambda line: None),
+                     started, threshold, index)
 
 
-def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: str, jobs: int, progress: bool,
-          log: Callable[[str], None], started: float, threshold: float | None, index) -> SortSummary:
-    """The run itself; threshold is None unless unknown pictures are grouped, index None unless the
-    faces come from an index."""
+def check_folders(src, dst, move: bool = False, group_unknown: bool = False) -> tuple[Path, Path, list[Path]]:
+    """src and dst resolved, and the files found under src, checked before anything is made or loaded:
+    InputError when src does not exist or holds no pictures (and no interrupted run of it is left
+    to finish), SortError when the folders cannot be used."""
+    src, dst = Path(src).expanduser().resolve(), Path(dst).expanduser().resolve()
+    if not src.exists():
+        raise InputError(f"{src}: no such folder; give the folder of pictures to sort")
+    if not src.is_dir():
+        raise SortError(f"{src}: not a folder; give the folder of pictures to sort")
+    if dst == src or dst in src.parents:
+        raise SortError(f"{src} lies inside the destination {dst}; sort into a folder outside it")
+    if dst.exists() and not dst.is_dir():
+        raise SortError(f"{dst}: exists and is not a folder")
+    found = files.walk(src, leave_out=dst)
+    if not any(map(is_picture, found)) and not _resumable(dst, src, move, group_unknown):
+        raise InputError(f"no pictures in {src}; nothing sorted")
+    return src, dst, found
+
+
+def _sort(recognizer, src: Path, dst: Path, found: list[Path], move: bool, dry_run: bool, faces: str, jobs: int,
+          progress: bool, log: Callable[[str], None], started: float, threshold: float | None, index) -> SortSummary:
+    """The run itself, on the files found under src; threshold is None unless unknown pictures are grouped,
+    index None unless the faces come from an index."""
     grouping = threshold is not None
     if not dry_run:
         _remove_leftovers(dst)
     entries = _resumable(dst, src, move, grouping, index)
     finished = [e for e in entries if e["op"] == "done"]
+    naming = recognizer.naming_key() if index is None else {"index": str(index.folder)}
+    key = hashlib.sha256(json.dumps([naming, faces, threshold]).encode()).hexdigest()
+    earlier = placed_before(dst, key)
     if dry_run:
         journal = _NoJournal()
     elif entries:
@@ -415,11 +455,11 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
         journal.write("resume", at=datetime.now().isoformat(timespec="seconds"))
     else:
         journal = Journal(Journal.new_path(dst))
-        journal.write("run", src=str(src), dst=str(dst), move=move, faces=faces, group_unknown=grouping,
+        journal.write("run", src=str(src), dst=str(dst), move=move, faces=faces, group_unknown=grouping, placing=key,
                       index=str(index.folder) if index else None, at=datetime.now().isoformat(timespec="seconds"))
     done_paths = {e["src"] for e in finished}
-    todo = [f for f in walk(src, dst) if str(f) not in done_paths]
-    placer = _Placer(dst, journal, move, dry_run, log, made={e["dst"] for e in entries if e["op"] == "copy"})
+    todo = [f for f in found if str(f) not in done_paths]
+    placer = _Placer(dst, journal, move, dry_run, log, made={e["dst"]: e["src"] for e in entries if e["op"] == "copy"})
     thumbs = None if dry_run else dst / STATE_DIR / "thumbs"
     budget = PixelBudget(max_pixels())
     records = [{k: v for k, v in e.items() if k != "op"} for e in finished]
@@ -430,7 +470,7 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
     bar = tqdm(total=len(todo), desc="sort", unit="img", disable=not progress, smoothing=0.1)
     try:
         batch: list[Picture] = []
-        pictures = pipelined(lambda p: analyse(p, recognizer, faces, thumbs, budget, index), todo, jobs,
+        pictures = pipelined(lambda p: analyse(p, recognizer, faces, thumbs, budget, earlier, index), todo, jobs,
                              2 * EMBED_BATCH + 4 * jobs)
         for pic in pictures:
             batch.append(pic)
@@ -454,9 +494,8 @@ def _sort(recognizer, src: Path, dst: Path, move: bool, dry_run: bool, faces: st
                              state_dir=dst / STATE_DIR)
     if dry_run:
         return summary
-    if summary.copied or summary.removed:
-        report.write_reports(dst / STATE_DIR, records, summary)
-    else:  # nothing changed: the run before stays the one to undo, and its report stays
+    report.write_reports(dst / STATE_DIR, records, summary)  # every run's report says where each file is now
+    if not (summary.copied or summary.removed):  # nothing changed: the run before stays the one to undo
         journal.path.unlink()
     return summary
 
@@ -487,7 +526,7 @@ def _remove_leftovers(dst: Path) -> None:
         files.remove_leftover_files(folder)
 
 
-def _resumable(dst: Path, src: Path, move: bool, grouping: bool, index) -> list[dict]:
+def _resumable(dst: Path, src: Path, move: bool, grouping: bool, index=None) -> list[dict]:
     """The entries of the latest journal in dst if it is an unfinished run of the same src and mode, else []."""
     path = Journal.latest(dst)
     entries = Journal.read(path) if path else []
@@ -519,6 +558,9 @@ def _name_and_place(recognizer, batch: list[Picture], placer: "_Placer", held: l
     vectors = None if indexed else recognizer.vectors_for(crops, keep=held is not None)
     records, offset = [], 0
     for pic in batch:
+        if pic.before:
+            records.append(placer.place_again(pic))
+            continue
         if indexed:  # pic.faces is None: unreadable, or not in the index
             named, mine = pic.faces or [], pic.vectors
         else:
@@ -572,9 +614,10 @@ def group_folders(vectors: np.ndarray, threshold: float, pictures) -> list[str |
 class _Placer:
     """Stage 3: copy (or move) one picture into its folders, journalling each step first."""
 
-    def __init__(self, dst: Path, journal, move: bool, dry_run: bool, log: Callable[[str], None], made: set[str]):
+    def __init__(self, dst: Path, journal, move: bool, dry_run: bool, log: Callable[[str], None],
+                 made: dict[str, str]):
         self.dst, self.journal, self.move, self.dry_run, self.log = dst, journal, move, dry_run, log
-        self.made = made  # files an interrupted attempt of this run already copied
+        self.made = made  # copy -> its source, for the copies an interrupted attempt of this run made
         self.folders = Folders()
 
     def place(self, pic: Picture, faces, groups: list[str | None] | None = None) -> dict:
@@ -586,19 +629,31 @@ class _Placer:
                   "faces": [_face_record(f, g) for f, g in zip(faces, groups)], "placed": [], "removed": False}
         if pic.error:
             self.log(f"leave {pic.path}: {pic.error}")
-        else:
-            names = list(dict.fromkeys(f.label for f in faces if f.label))
-            record["status"] = "sorted" if names else "unknown" if faces else "noface"
-            try:
-                for folder in names or sorted(set(filter(None, groups))) or [UNKNOWN if faces else NOFACE]:
-                    record["placed"].append(self._put(pic, folder))
-                if self.move:
-                    self._remove_source(pic)
-                    record["removed"] = True
-            except (AnimefaceError, OSError) as exc:  # e.g. a folder that cannot be written: the next file
-                record["reason"] = str(exc) if not isinstance(exc, OSError) or not exc.filename \
-                    else f"{exc.filename}: {exc.strerror}"
-                self.log(f"leave {pic.path}: {record['reason']}")
+            self.journal.write("done", **record)
+            return record
+        names = list(dict.fromkeys(f.label for f in faces if f.label))
+        record["status"] = "sorted" if names else "unknown" if faces else "noface"
+        return self._file(pic, record, names or sorted(set(filter(None, groups))) or [UNKNOWN if faces else NOFACE])
+
+    def place_again(self, pic: Picture) -> dict:
+        """Place a picture an earlier run placed (pic.before) into the same folders, with the faces it
+        found then: its copies there are found, not written again."""
+        record = {**{k: v for k, v in pic.before.items() if k != "op"}, "placed": [], "removed": False}
+        return self._file(pic, record, [p["folder"] for p in pic.before["placed"]])
+
+    def _file(self, pic: Picture, record: dict, folders: list[str]) -> dict:
+        """Put the picture into each folder (and with move, remove its source), filling in and journalling
+        its record; a failure leaves the source in place, said in the record."""
+        try:
+            for folder in folders:
+                record["placed"].append(self._put(pic, folder))
+            if self.move:
+                self._remove_source(pic)
+                record["removed"] = True
+        except (AnimefaceError, OSError) as exc:  # e.g. a folder that cannot be written: the next file
+            record["reason"] = str(exc) if not isinstance(exc, OSError) or not exc.filename \
+                else f"{exc.filename}: {exc.strerror}"
+            self.log(f"leave {pic.path}: {record['reason']}")
         self.journal.write("done", **record)
         return record
 
@@ -611,7 +666,9 @@ class _Placer:
         if existing:
             self.journal.write("same", src=str(pic.path), dst=str(existing), sha256=pic.sha256, size=pic.size)
             self.log(f"keep {pic.path}: identical file already at {existing}")
-            return {"folder": folder, "path": str(existing), "how": "copied" if str(existing) in self.made else "identical"}
+            # copied by this run before an interruption (the copy journalled, its picture not yet done)
+            copied = self.made.get(str(existing)) == str(pic.path)
+            return {"folder": folder, "path": str(existing), "how": "copied" if copied else "identical"}
         while True:
             target = self.folders.free_name(where, pic.path.name)
             self.journal.write("copy", src=str(pic.path), dst=str(target), sha256=pic.sha256, size=pic.size)
@@ -659,8 +716,9 @@ def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
     Sources that are gone (moved by the run) are put back, copied back from a
     checked copy and never over a file; then the copies the run made are
     removed if they are unchanged. A copy that changed, or that holds a source
-    which could not be put back, is kept and listed. Safe to repeat, and
-    temporary files left by a killed undo are removed by the next.
+    which could not be put back, is kept and listed. The report and its
+    thumbnails go too. Safe to repeat, and temporary files left by a killed
+    undo are removed by the next.
     """
     dst = Path(dst).expanduser().resolve()
     if Journal.latest(dst) is None:
@@ -718,6 +776,9 @@ def _undo(dst: Path, log: Callable[[str], None]) -> UndoSummary:
     if not summary.kept:
         journal.write("undone", at=datetime.now().isoformat(timespec="seconds"))
     journal.close()
+    for name in ("report.csv", "report.html"):  # they told where the undone run put each file
+        (dst / STATE_DIR / name).unlink(missing_ok=True)
+    shutil.rmtree(dst / STATE_DIR / "thumbs", ignore_errors=True)
     return summary
 
 

@@ -39,6 +39,9 @@ COMPONENTS = 768
 SHRINKAGE = 0.3
 #: Faces per training character in the stranger bank the projection carries.
 STRANGERS_PER_CHARACTER = 20
+#: The fewest characters train takes: its figures leave a fifth of them out in turn (FOLDS), and each
+#: fold must keep enough characters to fit on.
+MIN_CHARACTERS = 10
 #: Shots enrolled per left-out character when measuring.
 SHOTS = (5, 10, 20)
 FOLDS = 5
@@ -222,12 +225,16 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
     """Fit a projection on the faces under roots and save it with its card in `out`."""
     roots = [Path(r) for r in roots]
     path = check_output(out, name)
+    found = sum(len(character_folders(root)) for root in roots)
+    if found < MIN_CHARACTERS:  # before minutes of embedding
+        raise AnimefaceError(f"training needs at least {MIN_CHARACTERS} characters (one subfolder of pictures "
+                             f"each), found {found} under {', '.join(map(str, roots))}; nothing was embedded")
     embedder = Embedder(backbone, projection=None, recipe=recipe or Recipe())
     views, labels, failed = training_features(embedder, roots, seed, progress)
     for message in failed:
         warnings.warn(f"animeface: skipped {message}", stacklevel=2)
-    if len(np.unique(labels)) < FOLDS * 2:
-        raise AnimefaceError(f"training needs at least {FOLDS * 2} characters with readable pictures, "
+    if len(np.unique(labels)) < MIN_CHARACTERS:
+        raise AnimefaceError(f"training needs at least {MIN_CHARACTERS} characters with readable pictures, "
                              f"found {len(np.unique(labels))}")
     figures, calibration = leave_characters_out(views, labels, embedder.recipe, seed)
     projection = fitted_projection(views, labels, embedder.recipe, seed)
@@ -247,6 +254,13 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
                           "what": "projected faces of the training characters, original view"},
     }
     return projection.save(path, card)
+
+
+def losses(top1: dict) -> list[str]:
+    """The shots ('5 shots', ...) at which the trained projection named characters left out of its fit
+    worse than the untrained recipe did (top1: a card's left_out_characters_top1)."""
+    return [k for k, v in top1["untrained"].items()
+            if v is not None and top1["trained"].get(k) is not None and top1["trained"][k] < v]
 
 
 def fitted_projection(views: dict, labels: np.ndarray, recipe: Recipe, seed: int,

@@ -34,6 +34,11 @@ from .io import max_pixels, open_file
 DEFAULT_EVERY = 0.25
 #: Suffixes taken for videos when a folder is walked (a file named on the command line is tried whatever its name).
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".gif")
+
+
+def is_video(path: Path) -> bool:
+    """Which files found in a folder are clips: by suffix (a file named explicitly is read whatever its name)."""
+    return path.suffix.lower() in VIDEO_SUFFIXES
 #: A face joins a track only when its vector is at least this similar (cosine) to the track's mean:
 #: on the real weights, in clips like tests/test_video.py's, views of one face half a second apart
 #: scored 0.85-1.0, faces of different characters 0.05-0.27.

@@ -14,7 +14,11 @@ median images/second over the repeats, the ratio and the peak memory.
 With --detectors, the folder holds full illustrations only (../shared/data/illustrations,
 repeated), and sort runs once with each face detector (faceboxes, cascade), side by side.
 
-    PYTHONPATH=. python benchmarks/sort_speed.py [--count 500] [--repeats 3] [--jobs N] [--detectors]
+With --rerun, one process sorts the folder once, then sorts it again into the same
+destination `repeats` times (nothing new: each picture is placed again from the journal),
+and prints the first run's time, the median re-run's and their ratio.
+
+    PYTHONPATH=. python benchmarks/sort_speed.py [--count 500] [--repeats 3] [--jobs N] [--detectors | --rerun]
 """
 
 from __future__ import annotations
@@ -76,6 +80,12 @@ def measure(method: str, folder: Path, repeats: int, jobs: int) -> dict:
     rec.embedder.embed(np.zeros((rec.embedder.batch_size, 299, 299, 3), np.uint8))  # warm up TensorFlow
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     rates = []
+    if method == "rerun":  # the first run, then re-runs into the same folder: seconds each
+        for r in range(repeats + 1):
+            start = time.perf_counter()
+            sort_folder(rec, folder, folder.parent / "sorted-0", jobs=jobs)
+            rates.append(time.perf_counter() - start)
+        return {"method": method, "seconds": rates}
     for r in range(repeats):
         start = time.perf_counter()
         if method.startswith("sort"):
@@ -96,6 +106,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     parser.add_argument("--detectors", action="store_true", help="full illustrations; sort with each detector")
+    parser.add_argument("--rerun", action="store_true", help="a first sort against re-runs into the same folder")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -113,7 +124,8 @@ def main() -> None:
         rec.save()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
         results = []
-        for method in ("sort:faceboxes", "sort:cascade") if args.detectors else ("naive", "sort"):
+        methods = ("sort:faceboxes", "sort:cascade") if args.detectors else ("rerun",) if args.rerun else ("naive", "sort")
+        for method in methods:
             out = subprocess.run([sys.executable, __file__, "--child", method, str(folder), "--repeats",
                                   str(args.repeats), "--jobs", str(args.jobs)],
                                  env=env, capture_output=True, text=True, check=True).stdout
@@ -122,6 +134,11 @@ def main() -> None:
                 shutil.rmtree(sorted_dir)
     print(f"{args.count} {'full illustrations' if args.detectors else 'mixed pictures'}, {args.repeats} repeat(s), backbone {BACKBONE}, "
           f"{os.cpu_count()} CPU(s), sort --jobs {args.jobs}")
+    if args.rerun:
+        first, *again = results[0]["seconds"]
+        print(f"first run {first:.2f} s; re-runs {' '.join(f'{x:.2f}' for x in again)} s, median "
+              f"{statistics.median(again):.2f} s; re-run / first: {statistics.median(again) / first:.3f}")
+        return
     print(f"{'method':<16}{'median img/s':>14}{'runs':>26}{'peak RSS MiB':>15}")
     for r in results:
         runs = " ".join(f"{x:.2f}" for x in r["rates"])

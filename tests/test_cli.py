@@ -69,7 +69,7 @@ def test_help_lists_verbs_exit_statuses_version_and_examples(capsys):
         text = capsys.readouterr().out
         assert "example" in text and f"animeface {verb}" in text.split("example", 1)[1], verb
         if verb in ("list", "forget"):
-            assert "--backbone" not in text and "--cascade" not in text and "--quiet" not in text
+            assert "--backbone" not in text and "--cascade" not in text and "loading message" not in text
         else:
             assert "'imagenet' (the default" in text and ".h5" in text and "random-init[:SEED]" in text
 
@@ -85,12 +85,12 @@ def test_failed_inputs_get_a_line_each_an_error_field_and_an_exit_status(capsys,
     code, out, err = run(capsys, "identify", missing, text, good, "--gallery", gallery_copy, "--json", "-q")
     assert code == EXIT_SOME_FAILED
     failures = [line for line in err.splitlines() if line.startswith("animeface: failed:")]
-    assert failures == [f"animeface: failed: {missing}: no such file",
+    assert failures == [f"animeface: failed: {missing}: no such file or folder",
                         f"animeface: failed: {text}: not a readable image (unknown or damaged format)"]
     assert not NOISE.search(err)
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["path"] for r in records] == [str(missing), str(text), str(good)]
-    assert records[0]["error"].endswith("no such file") and records[0]["faces"] == []
+    assert records[0]["error"].endswith("no such file or folder") and records[0]["faces"] == []
     assert records[2]["error"] is None and len(records[2]["faces"]) == 1
 
     code, out, err = run(capsys, "identify", missing, text, "--gallery", gallery_copy, "-q")
@@ -398,3 +398,140 @@ def test_enroll_folders_names_characters_after_subfolders(capsys, tmp_path, rand
     code, out, _ = run(capsys, "list")
     first, second = sorted(CHARACTERS[:2])
     assert out.split() == [first, "3", second, "3"]
+
+
+# -- issue 23: one walker, one rule, the same flags and exit codes for every command --------------
+
+
+@pytest.fixture
+def disguised(tmp_path):
+    """Real JPEG face crops named as a download leaves them (no suffix, .download), beside a note, an
+    empty file, and sort's own state folder (never walked)."""
+    folder = tmp_path / "downloads"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "x_noext").write_bytes(crops("gura", 30, 1)[0].read_bytes())
+    (folder / "sub" / "x.download").write_bytes(crops("calli", 30, 1)[0].read_bytes())
+    (folder / "notes.txt").write_text("my notes\n")
+    (folder / ".gitkeep").write_bytes(b"")
+    (folder / ".animeface").mkdir()
+    (folder / ".animeface" / "thumb.jpg").write_bytes(crops("kiara", 30, 1)[0].read_bytes())
+    return folder
+
+
+def test_every_command_takes_pictures_by_content_whatever_their_names(capsys, disguised, gallery_copy, tmp_path,
+                                                                     random_backbone):
+    pictures = {str(disguised / "x_noext"), str(disguised / "sub" / "x.download")}
+    code, out, err = run(capsys, "identify", disguised, "--faces", "whole", "--json", "--gallery", gallery_copy, "-q")
+    assert code == EXIT_OK and {json.loads(line)["path"] for line in out.splitlines()} == pictures, err
+    code, out, err = run(capsys, "enroll", "someone", disguised, "--faces", "whole", "--gallery", gallery_copy, "-q")
+    assert code == EXIT_OK and "someone: 2 face(s) enrolled" in out and "unreadable" not in out, err
+    code, out, err = run(capsys, "cluster", disguised, "--faces", "whole", "--json", "--similarity", "0.5",
+                         "--gallery", tmp_path / "none", "-q")
+    found = json.loads(out.splitlines()[-1])
+    sources = {f["source"] for part in ("ungrouped", "named") for f in found[part]}
+    sources |= {f["source"] for group in found["clusters"] for f in group["faces"]}
+    assert code == EXIT_OK and sources == pictures, err
+    code, out, err = run(capsys, "detect", disguised, "--out", tmp_path / "checked", "--detector", "cascade", "-q")
+    assert code == EXIT_OK and sorted(p.name for p in (tmp_path / "checked").rglob("*") if p.is_file()) == \
+        ["x.png", "x_noext.png"], err
+    code, out, err = run(capsys, "sort", disguised, tmp_path / "sorted", "--faces", "auto", "--gallery", gallery_copy,
+                         "-q")
+    placed = sorted(p.name for p in (tmp_path / "sorted").rglob("*") if p.is_file() and ".animeface" not in p.parts)
+    assert placed == ["x.download", "x_noext"], err
+    assert code == EXIT_SOME_FAILED and "notes.txt: not an image" in out, "sort lists what it leaves in place"
+
+
+@pytest.mark.parametrize("verb", [["identify", "TYPO"], ["enroll", "Someone", "TYPO"], ["cluster", "TYPO"],
+                                  ["detect", "TYPO", "--out", "out"], ["sort", "TYPO", "out"], ["evaluate", "TYPO"],
+                                  ["train", "TYPO", "--out", "out"], ["enroll", "--folders", "TYPO"]])
+def test_a_mistyped_path_is_no_such_file_or_folder_with_one_exit_status_and_nothing_made(capsys, tmp_path, verb,
+                                                                                          gallery_copy, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ANIMEFACE_HOME", str(gallery_copy))
+    typo = tmp_path / "missing_folder"
+    argv = [str(typo) if word == "TYPO" else word for word in verb]
+    code, out, err = run(capsys, *argv, "--backbone", RANDOM_BACKBONE, "-q")
+    assert code == EXIT_NOTHING_DONE, err
+    assert re.search(rf"animeface: failed: .*{typo}: no such (file or )?folder", err) and "unreadable" not in out
+    assert sorted(os.listdir(tmp_path)) == sorted({gallery_copy.name, "cache"} & set(os.listdir(tmp_path))), \
+        "nothing was made"
+
+
+def test_enrolling_from_a_missing_folder_makes_no_gallery_and_loads_nothing(capsys, tmp_path):
+    code, out, err = run(capsys, "enroll", "Typo", tmp_path / "missing_folder", "--gallery", tmp_path / "g")
+    assert code == EXIT_NOTHING_DONE and "no such file or folder" in err and "loading" not in err
+    assert not (tmp_path / "g").exists()
+
+
+def test_sorting_an_empty_folder_says_no_pictures_and_makes_nothing(capsys, tmp_path, gallery_copy):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("not a picture")
+    for gallery in ([], ["--gallery", gallery_copy]):  # with no gallery (grouping) and with one
+        code, out, err = run(capsys, "sort", tmp_path / "empty", tmp_path / "dst", *gallery, "--backbone", RANDOM_BACKBONE)
+        assert code == EXIT_NOTHING_DONE and f"no pictures in {tmp_path / 'empty'}" in err and "loading" not in err, err
+        assert not (tmp_path / "dst").exists()
+
+
+#: Each command with the least it needs to parse.
+COMMANDS = {"enroll": ["N", "p"], "identify": ["p"], "cluster": ["p"], "detect": ["p"], "list": [], "forget": ["N"],
+            "sort": ["a", "b"], "evaluate": ["r"], "train": ["r", "--out", "o"], "serve": []}
+
+
+@pytest.mark.parametrize("verb", COMMANDS)
+def test_every_command_takes_the_same_output_flags(verb):
+    """-q everywhere; --json on every command that lists, names, or reports (serve only serves);
+    -v where there is more to list."""
+    from animeface.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args([verb, *COMMANDS[verb], "-q"]).quiet
+    assert parser.parse_args([verb, *COMMANDS[verb], "--quiet"]).quiet
+    if verb != "serve":
+        assert parser.parse_args([verb, *COMMANDS[verb], "--json"]).json
+    if verb in ("enroll", "cluster", "sort"):
+        assert parser.parse_args([verb, *COMMANDS[verb], "-v"]).verbose
+
+
+def test_list_and_forget_quietly_and_as_json(capsys, gallery_copy):
+    code, out, _ = run(capsys, "list", "-q", "--gallery", gallery_copy)
+    assert code == EXIT_OK and out.split() == list(CHARACTERS)
+    code, out, _ = run(capsys, "list", "--json", "--gallery", gallery_copy)
+    listed = json.loads(out)
+    assert list(listed["characters"]) == list(CHARACTERS) and all(n > 0 for n in listed["characters"].values())
+    code, out, _ = run(capsys, "forget", "gura", "-q", "--gallery", gallery_copy)
+    assert code == EXIT_OK and out == ""
+    code, out, _ = run(capsys, "forget", "calli", "--json", "--gallery", gallery_copy)
+    assert json.loads(out) == {"forgot": "calli", "faces": listed["characters"]["calli"], "gallery": str(gallery_copy)}
+    assert run(capsys, "list", "-q", "--gallery", gallery_copy)[1].split() == list(CHARACTERS[2:])
+
+
+def test_detect_prints_the_boxes_without_writing_copies(capsys, tmp_path, shared_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scene, broken = shared_data / "illustrations" / "set_b" / "test_1.jpg", tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG broken")
+    code, out, err = run(capsys, "detect", scene, broken, "--json", "--detector", "cascade", "-q")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == EXIT_SOME_FAILED and [r["path"] for r in records] == [str(scene), str(broken)]
+    from animeface.detect import Detector
+
+    boxes = Detector("cascade").detect(scene)
+    assert [f["box"] for f in records[0]["faces"]] == [list(b) for b in boxes] and records[0]["out"] is None
+    assert records[1]["error"] and records[1]["faces"] == []
+    assert os.listdir(tmp_path) == ["broken.png"], "nothing written without --out"
+    code, out, err = run(capsys, "detect", scene, "--detector", "cascade")
+    assert code == EXIT_USAGE and "--json" in err
+
+
+def test_sort_summary_as_json_and_verbose_actions(capsys, tmp_path, gallery_copy, random_backbone):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for p in crops("gura", 30, 2):
+        (src / p.name).write_bytes(p.read_bytes())
+    code, out, _ = run(capsys, "sort", src, dst, "--gallery", gallery_copy, "--faces", "auto", "-v", "--json", "-q")
+    lines = out.splitlines()
+    summary = json.loads(lines[-1])
+    assert code == EXIT_OK and summary["files"] == 2 and summary["copied"] == 2 and summary["left"] == []
+    assert sum(summary["folders"].values()) == 2 and summary["report"] == str(dst.resolve() / ".animeface" / "report.html")
+    assert len([line for line in lines[:-1] if line.startswith("copy ")]) == 2, "-v: each action"
+    code, out, _ = run(capsys, "sort", "--undo", dst, "--json")
+    assert code == EXIT_OK and json.loads(out) == {"restored": 0, "removed": 2, "kept": []}

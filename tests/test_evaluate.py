@@ -37,6 +37,11 @@ def test_evaluate_json_is_self_consistent(tiny_root, tmp_path, capsys):
     assert result["n_test_strangers"] == PER_CHARACTER
     assert result["top1_ci"][0] <= result["top1"] <= result["top1_ci"][1]
     assert result["top1"] <= result["top1_closed_set"]  # an unknown answer can only lose
+    from animeface.evaluate import format_report
+
+    headline = format_report(result).splitlines()[2]  # after the settings and the counts, before the table
+    assert f"known faces named right {100 * result['top1']:.1f}%" in headline
+    assert f"strangers falsely named {100 * result['false_accept']:.1f}%" in headline
     for key in ("top1", "macro_f1", "auroc_unknown", "unknown_rejected", "false_accept", "calibration_error"):
         assert 0.0 <= result[key] <= 1.0, key
     # the reliability diagram's bins hold every test picture with a face, each bin's figures in [0, 1]
@@ -73,3 +78,9 @@ def test_evaluate_refuses_folders_too_small_for_the_shots(tiny_root):
 
     with pytest.raises(AnimefaceError, match="needs more than"):
         evaluate(tiny_root, shots=PER_CHARACTER, faces="whole", backbone=RANDOM_BACKBONE, cascade=CASCADE)
+
+
+def test_evaluate_suggests_the_shots_a_folder_allows(tiny_root, capsys):
+    code = main(["evaluate", str(tiny_root), "--backbone", RANDOM_BACKBONE, "-q"])  # the default, 10 shots
+    err = capsys.readouterr().err
+    assert code == 1 and f"try --shots {PER_CHARACTER - 1}" in err

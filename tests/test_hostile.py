@@ -145,10 +145,12 @@ def test_temporary_files_of_a_killed_run_are_removed_by_the_next(plain_src, tmp_
 def test_undo_after_a_run_that_did_nothing_reverses_the_run_that_acted(plain_src, tmp_path, empty_rec):
     dst = tmp_path / "sorted"
     sort_folder(empty_rec, plain_src, dst)
-    page = (dst / ".animeface" / "report.html").read_bytes()
+    cards = (dst / ".animeface" / "report.html").read_text().split("<h2")[1:]
     again = sort_folder(empty_rec, plain_src, dst)
     assert again.copied == 0 and again.identical == 3
-    assert (dst / ".animeface" / "report.html").read_bytes() == page, "the report of the run that acted is kept"
+    page = (dst / ".animeface" / "report.html").read_text()
+    assert "copied 0, already there 3" in page, "the report is rewritten, and says what this run did"
+    assert [c.replace(" (already there)", "") for c in page.split("<h2")[1:]] == cards, "every file where it was"
     assert undo(dst).removed == 3
     assert tree(dst) == {}
 

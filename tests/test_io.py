@@ -9,7 +9,7 @@ from PIL import Image
 import animeface
 from animeface.io import load_image
 
-from conftest import CASCADE, RANDOM_BACKBONE, SHARED
+from conftest import CASCADE, RANDOM_BACKBONE, SHARED, crops
 
 
 def save(img: Image.Image, path, **kw):
@@ -121,3 +121,52 @@ def test_identify_batch_warns_about_a_bad_file_and_carries_on(tmp_path, shared_d
     assert len(messages) == 1
     assert len(results) == 3 and results[1] == []
     assert len(results[0]) >= 1 and len(results[0]) == len(results[2])
+
+
+# -- issue 23: settings ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", [(10000, 8500), (30000, 30000)])  # 85 and 900 megapixels, a few kilobytes each
+def test_one_pixel_limit_message_whichever_check_refuses(side):
+    """Pillow refuses a picture past twice its own limit before the size can be checked; the
+    message quotes the limit in force all the same."""
+    from io import BytesIO
+
+    buffer = BytesIO()
+    Image.new("1", side).save(buffer, "PNG")
+    with pytest.raises(animeface.ImageError, match=r"^big\.png: .* is over the limit of 80000000 pixels; set "
+                                                   "ANIMEFACE_MAX_PIXELS"):
+        animeface.load_image(buffer.getvalue(), name="big.png")
+
+
+@pytest.mark.parametrize("setting", ["lots", "-5", "0", "1.5e6"])
+def test_a_bad_pixel_limit_is_one_clear_error(capsys, monkeypatch, gallery_copy, setting):
+    from animeface.cli import EXIT_ERROR, main
+
+    monkeypatch.setenv("ANIMEFACE_MAX_PIXELS", setting)
+    assert main(["list", "--gallery", str(gallery_copy)]) == EXIT_ERROR
+    out, err = capsys.readouterr()
+    assert err == (f"animeface: error: ANIMEFACE_MAX_PIXELS={setting!r}: not a whole number of pixels above 0 "
+                   "(such as 80000000, the default); set it to one, or unset it\n") and out == ""
+    with pytest.raises(animeface.AnimefaceError, match="ANIMEFACE_MAX_PIXELS"):
+        animeface.load_image(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_help_lists_every_setting(capsys):
+    from animeface.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("ANIMEFACE_HOME", "ANIMEFACE_BACKBONE", "ANIMEFACE_DETECTOR", "ANIMEFACE_CASCADE", "ANIMEFACE_CACHE",
+                 "ANIMEFACE_MAX_PIXELS"):
+        assert name in out
+
+
+def test_a_mistyped_backbone_path_is_no_such_file(capsys, tmp_path):
+    from animeface.cli import EXIT_ERROR, main
+
+    typo = tmp_path / "inception_v3_weigths.h5"
+    code = main(["cluster", str(crops("gura", 0, 1)[0]), "--backbone", str(typo), "-q"])
+    err = capsys.readouterr().err
+    assert code == EXIT_ERROR and f"backbone {typo}: no such file" in err and "mixed8" in err

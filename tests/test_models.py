@@ -14,7 +14,7 @@ import animeface
 from animeface import models
 from animeface.cascade import cascade_path
 
-from conftest import CASCADE
+from conftest import CASCADE, crops
 
 
 class FakeResponse(io.BytesIO):
@@ -94,3 +94,29 @@ def test_shipped_model_files_match_their_cards():
         card = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
         assert card["sha256"] == models.sha256_file(str(folder / f"{name}.npz")), name
         assert card["command"] and "seed" in card
+
+
+@pytest.mark.parametrize("verb", [["sort", "SRC", "DST"], ["cluster", "SRC"], ["enroll", "Someone", "SRC"],
+                                  ["evaluate", "SRC"]])
+def test_offline_every_missing_model_file_is_named_at_once_before_any_work(monkeypatch, tmp_path, capsys, verb):
+    """A first run offline: one message names the cascade, the detector and the backbone, each with
+    its variable, rather than one per run."""
+    from animeface.cli import EXIT_ERROR, main
+
+    for name in ("ANIMEFACE_CASCADE", "ANIMEFACE_DETECTOR", "ANIMEFACE_BACKBONE"):
+        monkeypatch.delenv(name, raising=False)
+    calls = serve(monkeypatch, urllib.error.URLError("no network"))
+    src = tmp_path / "src"
+    for name in ("gura", "calli"):
+        (src / name).mkdir(parents=True)
+        (src / name / "face.jpg").write_bytes(crops(name, 0, 1)[0].read_bytes())
+    argv = [str(src) if word == "SRC" else str(tmp_path / "dst") if word == "DST" else word for word in verb]
+    assert main([*argv, "-q"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "3 model files are missing" in err and len(calls) == 3, err
+    for file, variable in [("lbpcascade_animeface.xml", "ANIMEFACE_CASCADE"),
+                           ("FaceBoxes_epoch_90.pth", "ANIMEFACE_DETECTOR"),
+                           ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "ANIMEFACE_BACKBONE")]:
+        assert file in err and variable in err
+    assert "Keras 3 .weights.h5" in err and "mixed8" in err
+    assert "loading the embedder" not in err and not (tmp_path / "dst").exists()

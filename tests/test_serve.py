@@ -412,3 +412,9 @@ def test_import_and_help_do_not_load_the_web_framework():
              "import sys\nprint([m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_the_page_has_its_icon(client):
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.content.startswith(b"<svg") and 'href="/favicon.ico"' in client.get("/").text

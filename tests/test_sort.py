@@ -322,7 +322,23 @@ def test_group_unknown_without_a_gallery_and_undo_restores_the_source(two_charac
     assert main(["sort", "--undo", str(dst), "-q"]) == 0
     assert tree(two_characters) == before
     assert [p.name for p in dst.iterdir()] == [".animeface"], "the group folders are gone too"
-    assert main(["sort", str(two_characters), str(dst), "--similarity", "0.5"]) == 2
+
+
+def test_sort_with_no_gallery_yet_groups_the_faces_and_says_how_to_name_a_group(two_characters, tmp_path, capsys,
+                                                                                 one_group, monkeypatch):
+    """The README's first line after installing: no gallery exists, and sort is still useful."""
+    dst = tmp_path / "sorted"
+    monkeypatch.setenv("ANIMEFACE_BACKBONE", RANDOM_BACKBONE)
+    # random weights carry no calibrated threshold, so the test gives one
+    assert main(["sort", str(two_characters), str(dst), "--faces", "auto", "--similarity", str(ONE_GROUP), "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert "grouping the faces by character" in err
+    assert {p.rsplit("/", 1)[0] for p in tree(dst)} == {"_unknown/group-01"}
+    hint = next(line for line in out.splitlines() if line.startswith("name a group:"))
+    assert f"animeface enroll NAME {dst / '_unknown' / 'group-01'}/" in hint and "--undo" in hint
+    assert not (tmp_path / "home-gallery").exists(), "sorting creates no gallery"
+    animeface.Recognizer(tmp_path / "home-gallery", backbone=RANDOM_BACKBONE).save()  # a gallery now exists
+    assert main(["sort", str(two_characters), str(dst), "--similarity", "0.5"]) == 2, "--similarity needs grouping"
 
 
 def test_an_interrupted_group_unknown_run_resumes_into_the_same_groups(two_characters, tmp_path, empty_rec,
@@ -353,3 +369,74 @@ def test_an_interrupted_group_unknown_run_resumes_into_the_same_groups(two_chara
     assert tree(two_characters) == {} and {p.rsplit("/", 1)[0] for p in tree(dst)} == {"_unknown/group-01"}
     undo(dst)
     assert tree(two_characters) == before and tree(dst) == {}
+
+
+# -- issue 23: summaries after resume and re-run ------------------------------------------------
+
+
+def test_a_resumed_run_counts_as_a_fresh_run_does(tmp_path, empty_rec, monkeypatch):
+    """A duplicate placed after the interruption finds its twin's copy, made before it: 'already
+    there', as in an uninterrupted run, not 'copied'."""
+    src = tmp_path / "src"
+    gura = crops("gura", 30, 1)[0].read_bytes()
+    put(src / "a.jpg", gura)
+    put(src / "b.jpg", gura)
+    for i, crop in enumerate(crops("calli", 30, 2)):
+        put(src / f"c{i}.jpg", crop.read_bytes())
+    fresh = sort_folder(empty_rec, src, tmp_path / "fresh", faces="auto", jobs=1)
+    real = empty_rec.name_faces
+    monkeypatch.setattr(empty_rec, "name_faces", interrupted_after(1, real))
+    with pytest.raises(KeyboardInterrupt):
+        sort_folder(empty_rec, src, tmp_path / "resumed", faces="auto", jobs=1)
+    monkeypatch.setattr(empty_rec, "name_faces", real)
+    resumed = sort_folder(empty_rec, src, tmp_path / "resumed", faces="auto", jobs=1)
+    assert resumed.resumed == 1 and fresh.identical == 1
+    assert (resumed.copied, resumed.identical, resumed.folders) == (fresh.copied, fresh.identical, fresh.folders)
+
+    def counts(dst):
+        import re
+
+        return re.search(r"copied \d+, already there \d+", (dst / ".animeface" / "report.html").read_text()).group()
+
+    assert counts(tmp_path / "resumed") == counts(tmp_path / "fresh")
+
+
+def test_a_re_run_places_what_it_placed_before_without_decoding_it_again(messy, tmp_path, empty_rec, monkeypatch):
+    dst = tmp_path / "sorted"
+    first = sort_folder(empty_rec, messy, dst)
+    (dst / ".animeface" / "report.html").write_text("stale")
+    analysed = []
+    real = empty_rec.face_crops
+    monkeypatch.setattr(empty_rec, "face_crops", lambda rgb, faces: analysed.append(1) or real(rgb, faces))
+    again = sort_folder(empty_rec, messy, dst)
+    assert analysed == [], "nothing decoded, detected or embedded again"
+    placed = first.copied + first.identical
+    assert (again.copied, again.identical, again.folders) == (0, placed, first.folders)
+    assert len(again.left) == len(first.left)
+    page = (dst / ".animeface" / "report.html").read_text(encoding="utf-8")
+    assert f"copied 0, already there {placed}" in page, "the report is rewritten"
+    assert len(list((dst / ".animeface").glob("journal-*.jsonl"))) == 1, "a run that changed nothing is not journalled"
+
+    put(messy / "new" / "kiara.jpg", crops("kiara", 30, 1)[0].read_bytes())
+    (copy,) = [p for p in dst.rglob("face.jpg") if ".animeface" not in p.parts]
+    copy.unlink()  # a copy the user deleted is made again
+    again = sort_folder(empty_rec, messy, dst)
+    assert len(analysed) == 1 + 2, "the new picture, and the two sources of the deleted copy"
+    assert again.copied == 2 and copy.is_file()
+
+    enrolled = animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
+    enrolled.enroll("gura", crops("gura", 0, 2), faces="whole")
+    monkeypatch.setattr(enrolled, "face_crops", lambda rgb, faces: analysed.append(1) or real(rgb, faces))
+    analysed.clear()
+    sort_folder(enrolled, messy, dst)
+    assert len(analysed) == placed + 1, "another gallery: every picture is looked at again"
+
+
+def test_undo_removes_the_report_of_the_run_it_undoes(messy, tmp_path, empty_rec):
+    dst = tmp_path / "sorted"
+    sort_folder(empty_rec, messy, dst)
+    state = dst / ".animeface"
+    assert (state / "report.html").is_file() and (state / "report.csv").is_file() and (state / "thumbs").is_dir()
+    undo(dst)
+    assert not (state / "report.html").exists() and not (state / "report.csv").exists()
+    assert not (state / "thumbs").exists() and tree(dst) == {}

@@ -27,7 +27,7 @@ def test_train_writes_a_projection_and_its_card_the_same_for_a_seed(tmp_path, ca
     args = ["train", str(tree), "--name", "mine", "--seed", "3", "--backbone", RANDOM_BACKBONE, "-q"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     first, second = Projection.load(tmp_path / "a" / "mine.npz"), Projection.load(tmp_path / "b" / "mine.npz")
     assert first.sha256 == second.sha256, "the same data and seed give the same file"
     card = json.loads((tmp_path / "a" / "mine.json").read_text())
@@ -36,6 +36,23 @@ def test_train_writes_a_projection_and_its_card_the_same_for_a_seed(tmp_path, ca
     measured = card["left_out_characters_top1"]["trained"]
     assert measured["5 shots"] is not None and measured["20 shots"] is None, "6 pictures each: 20 shots unmeasurable"
     assert "not measured" in out
+    top1 = card["left_out_characters_top1"]
+    assert f"5 shots: {top1['untrained']['5 shots']:.1%} -> {top1['trained']['5 shots']:.1%}" in out
+    loses = any(v is not None and top1["trained"][k] < v for k, v in top1["untrained"].items())
+    assert ("names characters it never saw worse than the untrained embedder" in err) == loses
+
+
+def test_train_refuses_too_few_characters_before_embedding_and_says_the_minimum(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ANIMEFACE_CACHE", str(tmp_path / "cache"))
+    tree = character_tree(tmp_path / "faces", per_character=2)
+    (tmp_path / "faces" / TEN[0]).rename(tmp_path / "faces" / ".left-out")  # 9 characters
+    assert main(["train", str(tree), "--out", str(tmp_path / "out"), "--backbone", RANDOM_BACKBONE, "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "at least 10 characters" in err and "found 9" in err and "nothing was embedded" in err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "at least 10 characters" in capsys.readouterr().out
 
 
 def test_a_trained_projection_names_faces_through_the_recognizer(tmp_path):

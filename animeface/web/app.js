@@ -90,8 +90,10 @@ function faceBox(picture, face, width, height) {
                           element("ol", {className: "guesses"}, guesses)]);
   Object.assign(button.style, {left: percent(x / width), top: percent(y / height), width: percent(w / width), height: percent(h / height)});
   button.addEventListener("click", () => {
-    if (document.body.dataset.page === "teach") choose(picture, face, button);
-    else button.classList.toggle("open");
+    if (document.body.dataset.page === "teach") {
+      button.classList.remove("open");  // guesses opened in Identify would stay over the picture
+      choose(picture, face, button);
+    } else button.classList.toggle("open");
   });
   return button;
 }
