@@ -1,7 +1,7 @@
 """Index a collection of pictures on Ray Data: every face of every picture, with its box, vector and
 name, one row per face in a Parquet dataset that pandas, polars or DuckDB read.
 
-Stages, the same as sort's: walk SRC (sort.walk) on the driver, leaving out the pictures that a
+Stages, the same as sort's: walk SRC (files.walk) on the driver, leaving out the pictures that a
 finished part already holds -> read, hash, decode, detect and crop each picture (sort.analyse,
 Recognizer.face_crops) in Ray tasks -> embed and name the faces (Recognizer.vectors_for, name_faces)
 in a pool of actors, each of which loads the network once -> the driver gathers each picture's rows
@@ -362,7 +362,6 @@ def index_pictures(sources, out, *, gallery: os.PathLike | None = None, backbone
     """
     from .backbone import resolve_backbone
     from .recognizer import _check_faces, default_gallery_path
-    from .sort import walk
 
     started = time.monotonic()
     out = Path(out).expanduser().resolve()
@@ -388,7 +387,7 @@ def index_pictures(sources, out, *, gallery: os.PathLike | None = None, backbone
             raise IndexingError(f"{out}: holds an index made with other settings (gallery, embedder, detector or "
                                 "faces); index into a new folder, or run with the settings it was made with")
         done = _indexed_paths(parts)
-        todo = list(dict.fromkeys(p for src in sources for p in (walk(src, out) if src.is_dir() else [src])))
+        todo = list(dict.fromkeys(p for src in sources for p in (files.walk(src, out) if src.is_dir() else [src])))
         summary = IndexSummary(already=sum(str(p) in done for p in todo))
         todo = [p for p in todo if str(p) not in done]
         if todo:
