@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--part", type=int, default=25, help="pictures per part file (index)")
+    parser.add_argument("--cpus", type=int, nargs="+", default=[1, 2], help="CPU counts to measure (default 1 2)")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "CPUS", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -150,7 +151,7 @@ def main() -> None:
                "ANIMEFACE_DETECTOR": str(DETECTOR), "ANIMEFACE_CASCADE": str(CASCADE)}
         env.pop("RAY_ADDRESS", None)
         results = []
-        for cpus in sorted({1, min(2, cores)}):
+        for cpus in sorted({min(c, cores) for c in args.cpus}):
             for method in ("sort", "index"):
                 out = subprocess.run([sys.executable, __file__, "--child", method, str(cpus), str(folder),
                                       "--repeats", str(args.repeats), "--part", str(args.part)],
