@@ -16,6 +16,7 @@ import pytest
 import animeface
 from animeface import models
 from animeface.detect import Detector
+from animeface.io import load_image
 from animeface.pth import read_state_dict
 from conftest import CASCADE, FACEBOXES, RANDOM_BACKBONE, SHARED
 
@@ -133,6 +134,20 @@ def test_a_face_that_fills_the_picture_is_found(learned):
     crop = sorted((SHARED / "faces" / "holoen20" / "gura").iterdir())[0]
     boxes = learned.detect(crop)
     assert boxes and boxes[0].x < 128 < boxes[0].x + boxes[0].w
+
+
+def test_the_best_box_below_the_threshold_is_kept_alone():
+    """Close-ups shown to the square pass alone score below 0.5 when the face overflows its anchors:
+    the floor keeps the best box, one per picture, on the face."""
+    crops = [load_image(p) for p in sorted((SHARED / "faces" / "holoen20").glob("*/*"))[::120]]
+
+    def centred(detector):
+        boxes = [detector.detect(crop) for crop in crops]
+        assert all(len(b) <= 1 for b, crop in zip(boxes, crops) if not any(x.score >= 0.5 for x in b))
+        return sum(any(x.x <= 128 <= x.x + x.w and x.y <= 128 <= x.y + x.h for x in b) for b in boxes)
+
+    square = dict(weights=FACEBOXES, framings=("square",), second_opinion=None)
+    assert centred(Detector(**square)) > centred(Detector(**square, floor=0.5))
 
 
 # -- auto faces: a full picture with no face is not one face ------------------------------------------
