@@ -36,9 +36,9 @@ def whole_image(rgb: np.ndarray, size: int) -> np.ndarray:
     return resize_square(squared, size)
 
 
-def thumbnail_jpeg(face: np.ndarray) -> bytes:
-    """A small JPEG of a square RGB face crop, THUMBNAIL_SIDE pixels a side, for a page to show."""
-    small = resize_square(face, THUMBNAIL_SIDE)
+def thumbnail_jpeg(face: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes:
+    """A small JPEG of a square RGB face crop, `side` pixels a side, for a page to show."""
+    small = resize_square(face, side)
     return cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
 
 

@@ -302,14 +302,16 @@ class Recognizer:
         3), a map of how much each part of the face added to its similarity with that character's
         enrolled faces, and the colour histogram's share (explain.py). One item per face and
         candidate, faces in order, each face's best candidate first."""
+        _check_faces(faces)
+        self._check_explainable(top)
+        boxes, crops = self.face_crops(load_image(image), faces)
+        return self.explain_crops(boxes, crops, top)
+
+    def explain_crops(self, boxes: list, crops: list[np.ndarray], top: int = 3) -> list["Explanation"]:
+        """explain() for faces already found: their boxes and crops, as face_crops gives them."""
         from .explain import Explanation, attribute, vectors_and_maps
 
-        _check_faces(faces)
-        if top not in (1, 2, 3):
-            raise ValueError(f"top must be 1, 2 or 3, got {top!r}")
-        if not len(self.gallery):
-            raise GalleryError(f"{self.path}: the gallery is empty; enroll characters to explain faces against")
-        boxes, crops = self.face_crops(load_image(image), faces)
+        self._check_explainable(top)
         if not boxes:
             return []
         vectors, maps = vectors_and_maps(self.embedder, np.stack(crops))
@@ -323,6 +325,12 @@ class Recognizer:
                                 float(colours[k]), float(offsets[k]), crops[i])
                     for k, (name, probability) in enumerate(candidates)]
         return out
+
+    def _check_explainable(self, top: int) -> None:
+        if top not in (1, 2, 3):
+            raise ValueError(f"top must be 1, 2 or 3, got {top!r}")
+        if not len(self.gallery):
+            raise GalleryError(f"{self.path}: the gallery is empty; enroll characters to explain faces against")
 
     def cluster(self, images, faces: str = "auto", threshold: float | None = None, thumbnails: bool = False,
                 jobs: int | None = None) -> "Clusters":

@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from .crop import THUMBNAIL_SIDE, crop_face, thumbnail_jpeg, whole_image
-from .errors import AnimefaceError, ImageError
+from .errors import AnimefaceError, GalleryError, ImageError
 from .gallery import MAX_TEXT, box_problem
 from .io import PixelBudget, available_cores, max_pixels, read_file
 from .recognizer import FACE_MODES, Recognizer
@@ -42,11 +42,13 @@ from .recognizer import FACE_MODES, Recognizer
 #: The largest request body taken, in bytes: a picture and the form around it.
 UPLOAD_LIMIT = 20 << 20
 TOKEN_HEADER = "x-animeface-token"
-#: The one POST that changes nothing, so it needs no token (the page and curl both use it).
-READ_ONLY_POSTS = ("/api/identify",)
+#: The POSTs that change nothing, so it needs no token (the page and curl both use it).
+READ_ONLY_POSTS = ("/api/identify", "/api/explain")
 #: What a face enrolled through the page records as its source: the upload never was a file here.
 WEB_SOURCE = "web upload"
 THUMBNAILS_SHOWN = 4
+#: Side of the face with its map laid over it, as /api/explain gives it (the page shows it on hover).
+OVERLAY_SIDE = 160
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 STATIC = {"/app.js": ("app.js", "application/javascript"), "/style.css": ("style.css", "text/css"),
           "/favicon.ico": ("favicon.svg", "image/svg+xml")}
@@ -100,6 +102,13 @@ class Service:
             vectors = self.rec.embedder.embed(np.stack(crops)) if crops else None
         with self._gallery:
             return self.rec.name_faces(vectors, boxes)
+
+    def explain(self, data: bytes, name: str, faces: str) -> list:
+        """Why each face of one uploaded picture got its best candidate, as `animeface explain --top 1`."""
+        with self.decoded(data, name) as rgb:
+            boxes, crops = self.rec.face_crops(rgb, faces)
+        with self._network, self._gallery:
+            return self.rec.explain_crops(boxes, crops, top=1)
 
     def enroll(self, name: str, data: bytes, filename: str, box: list[int] | None) -> tuple[dict, dict]:
         """Enroll one face of an uploaded picture and save the gallery; returns its entry and the counts."""
@@ -167,7 +176,12 @@ def _thumbnail(rgb: np.ndarray, box) -> str:
     """A small JPEG of the face, as a data URL the page shows as it is."""
     h, w = rgb.shape[:2]
     face = whole_image(rgb, THUMBNAIL_SIDE) if list(box) == [0, 0, w, h] else crop_face(rgb, box, THUMBNAIL_SIDE)
-    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(face)).decode()
+    return _data_url(face, THUMBNAIL_SIDE)
+
+
+def _data_url(face: np.ndarray, side: int) -> str:
+    """A square RGB face as a JPEG data URL, `side` pixels a side, that the page shows as it is."""
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(face, side)).decode()
 
 
 # -- the guard, at the ASGI level: it answers before any body is read -------------------------
@@ -363,6 +377,24 @@ def create_app(rec: Recognizer, token: str, login: str, host: str = "127.0.0.1",
         except ImageError as exc:
             raise bad_request(exc) from None
         return {"path": name, "error": None, "faces": [f.to_dict() for f in found]}
+
+    @app.post("/api/explain")
+    def explain(picture: Annotated[UploadFile, File()], faces: Annotated[str, Form()] = "auto"):
+        """Why each face of one picture got its best candidate: the object `animeface explain --json --top 1`
+        prints for it, each item with `overlay`, the face with its map laid over it (a JPEG data URL)."""
+        from .explain import overlay
+
+        if faces not in FACE_MODES:
+            raise bad_request(f"faces must be one of {', '.join(FACE_MODES)}, got {faces!r}")
+        name = picture.filename or "the picture"
+        try:
+            items = service.explain(picture.file.read(), name, faces)
+        except ImageError as exc:
+            raise bad_request(exc) from None
+        except GalleryError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"path": name, "error": None, "explanations": [
+            {**item.to_dict(), "overlay": _data_url(overlay(item.crop, item.heat), OVERLAY_SIDE)} for item in items]}
 
     @app.post("/api/enroll")
     def enroll(picture: Annotated[UploadFile, File()], name: Annotated[str, Form()],

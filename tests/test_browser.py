@@ -71,7 +71,11 @@ def test_identify_name_an_unknown_face_and_see_the_name_next_time(server, page):
     page.click("nav a[data-page=identify]")
     page.set_input_files("#files", str(SCENE))
     expect(page.locator("#results .card")).to_have_count(2)
-    expect(page.locator("#results .card").first.locator(".face .tag").first).to_contain_text("Newcomer")
+    named = page.locator("#results .card").first.locator(".face").first
+    expect(named.locator(".tag")).to_contain_text("Newcomer")
+    named.hover()  # the guesses show the map of what matched the name
+    expect(named.locator(".guesses .map img")).to_be_visible()
+    expect(named.locator(".guesses .map")).to_contain_text("What matched Newcomer")
 
     page.click("nav a[data-page=gallery]")
     character = page.locator(".character", has_text="Newcomer")

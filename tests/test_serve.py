@@ -2,6 +2,7 @@
 that refuses a request before reading its body."""
 
 import asyncio
+import base64
 import errno
 import http.client
 import json
@@ -11,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 import pytest
@@ -63,7 +65,7 @@ def test_page_holds_the_token_and_ships_its_own_script_and_style(client):
     assert "http" not in page.text.replace(ORIGIN, "")  # nothing fetched from elsewhere: works offline
     assert client.get("/app.js").status_code == 200 and client.get("/style.css").status_code == 200
     paths = client.get("/api/openapi.json").json()["paths"]
-    assert {"/api/identify", "/api/enroll", "/api/unenroll", "/api/characters", "/api/forget"} <= set(paths)
+    assert {"/api/identify", "/api/explain", "/api/enroll", "/api/unenroll", "/api/characters", "/api/forget"} <= set(paths)
 
 
 def test_identify_answers_as_the_command_line_does(client, gallery_copy, capsys):
@@ -78,6 +80,27 @@ def test_identify_answers_as_the_command_line_does(client, gallery_copy, capsys)
         assert got["path"] == path.name and got["error"] is None
         assert got["faces"] == line["faces"]
     assert len(expected[0]["faces"]) == 2
+
+
+def test_explain_maps_what_matched_each_faces_best_candidate(client, tmp_path):
+    faces = client.post("/api/identify", files=upload(SCENE)).json()["faces"]
+    answer = client.post("/api/explain", files=upload(SCENE))  # changes nothing: no token needed, as identify
+    assert answer.status_code == 200
+    items = {item["face"]: item for item in answer.json()["explanations"]}
+    assert set(items) == {i for i, face in enumerate(faces) if face["candidates"]} and items
+    for i, item in items.items():
+        assert item["box"] == faces[i]["box"] and item["candidate"] == faces[i]["candidates"][0][0]
+        heat = np.array(item["heat"])
+        assert heat.ndim == 2 and heat.shape[0] == heat.shape[1] > 1
+        # the map accounts for the similarity (rounded to 4 decimals a cell)
+        assert abs(heat.sum() + item["colour"] + item["offset"] - item["similarity"]) < 0.02
+        header, data = item["overlay"].split(",", 1)
+        overlay = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
+        assert header == "data:image/jpeg;base64" and overlay.shape == (serve.OVERLAY_SIDE, serve.OVERLAY_SIDE, 3)
+    with TestClient(app_over(tmp_path / "empty"), base_url=ORIGIN) as empty:
+        assert empty.get(f"/login?key={LOGIN}").status_code == 200
+        answer = empty.post("/api/explain", files=upload(SCENE))
+        assert answer.status_code == 409 and "the gallery is empty" in answer.json()["detail"]
 
 
 def test_a_bad_upload_is_a_400_naming_the_problem(client, tmp_path):

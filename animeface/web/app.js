@@ -58,6 +58,7 @@ function identifyNext() {
 async function identify(picture) {
   const form = new FormData();
   form.append("picture", picture.file);
+  picture.explained = null;  // the gallery may have changed: maps are asked for again
   try {
     picture.faces = (await api("/api/identify", {method: "POST", body: form})).faces;
     render(picture);
@@ -75,11 +76,11 @@ function render(picture) {
   picture.card.replaceChildren(figure, element("h2", {textContent: `${picture.file.name} · ${summary}`}));
   image.addEventListener("load", () => {
     const [width, height] = [image.naturalWidth, image.naturalHeight];
-    picture.faces.forEach((face) => figure.append(faceBox(picture, face, width, height)));
+    picture.faces.forEach((face, index) => figure.append(faceBox(picture, face, index, width, height)));
   }, {once: true});
 }
 
-function faceBox(picture, face, width, height) {
+function faceBox(picture, face, index, width, height) {
   const [x, y, w, h] = face.box;
   const name = face.label || "unknown";
   const guesses = face.candidates.map(([guess, p]) => element("li", {textContent: `${guess} ${Math.round(p * 100)}%`}));
@@ -89,6 +90,11 @@ function faceBox(picture, face, width, height) {
                          [element("span", {className: "tag", textContent: face.label ? `${name} ${Math.round(face.score * 100)}%` : name}),
                           element("ol", {className: "guesses"}, guesses)]);
   Object.assign(button.style, {left: percent(x / width), top: percent(y / height), width: percent(w / width), height: percent(h / height)});
+  if (face.candidates.length) {
+    const showMap = () => showWhy(picture, index, button.querySelector(".guesses"));
+    button.addEventListener("mouseenter", showMap, {once: true});
+    button.addEventListener("focus", showMap, {once: true});
+  }
   button.addEventListener("click", () => {
     if (document.body.dataset.page === "teach") {
       button.classList.remove("open");  // guesses opened in Identify would stay over the picture
@@ -96,6 +102,29 @@ function faceBox(picture, face, width, height) {
     } else button.classList.toggle("open");
   });
   return button;
+}
+
+// What matched: the face's map for its best candidate, asked for once per picture, on the first hover.
+async function showWhy(picture, index, guesses) {
+  if (guesses.querySelector(".map")) return;
+  const item = element("li", {className: "map", textContent: "finding what matched…"});
+  guesses.append(item);
+  try {
+    if (!picture.explained) {
+      const form = new FormData();
+      form.append("picture", picture.file);
+      picture.explained = api("/api/explain", {method: "POST", body: form});
+    }
+    const explanation = (await picture.explained).explanations.find((e) => e.face === index);
+    if (!explanation) { item.remove(); return; }
+    item.replaceChildren(element("img", {src: explanation.overlay, alt: `what matched ${explanation.candidate}`}),
+                         element("span", {textContent: `What matched ${explanation.candidate}: red added, blue took away; ` +
+                                                       `colour ${Math.round(explanation.colour_share * 100)}%`}));
+  } catch (error) {
+    picture.explained = null;
+    item.className = "map why error";
+    item.textContent = `no map: ${error.message}`;
+  }
 }
 
 // -- teach ----------------------------------------------------------------------
