@@ -891,10 +891,10 @@ def cmd_sort(args) -> int:
         raise UsageError("sort: --similarity goes with --group-unknown")
     rec = None
     if args.index:  # an index named the faces already
-        check_folders(args.src, args.dst, args.move, grouping)
+        checked = check_folders(args.src, args.dst, args.move, grouping)
     else:
         rec = open_recognizer(args, create=grouping)  # grouping needs no gallery
-        check_folders(args.src, args.dst, args.move, grouping)  # before the network loads
+        checked = check_folders(args.src, args.dst, args.move, grouping)  # before the network loads
         if not grouping:
             _warn_if_empty(rec)
         elif not args.group_unknown:
@@ -909,7 +909,7 @@ def cmd_sort(args) -> int:
         summary = sort_folder(rec, args.src, args.dst, move=args.move, dry_run=args.dry_run, faces=args.faces,
                               jobs=args.jobs, progress=_progress(args),
                               log=tqdm.write if args.dry_run or args.verbose else None,
-                              group_unknown=grouping, similarity=args.similarity, index=args.index)
+                              group_unknown=grouping, similarity=args.similarity, index=args.index, checked=checked)
     except KeyboardInterrupt:
         _say("interrupted; run the same command again to carry on, "
              f"or 'animeface sort --undo {args.dst}' to reverse it")

@@ -375,7 +375,8 @@ def placed_before(dst: Path, key: str) -> dict[str, dict]:
 
 def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = False, faces: str = "detect",
                 jobs: int | None = None, progress: bool = False, log: Callable[[str], None] | None = None,
-                group_unknown: bool = False, similarity: float | None = None, index=None) -> SortSummary:
+                group_unknown: bool = False, similarity: float | None = None, index=None,
+                checked: tuple[Path, Path, list[Path]] | None = None) -> SortSummary:
     """Sort every file under src into dst/<character>/, dst/_unknown/ and dst/_noface/.
 
     A picture goes to the folder of each known character in it; files that are
@@ -393,7 +394,9 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     place. The journal, report.csv and report.html go to dst/.animeface/. Raises
     check_folders' errors (and then makes nothing), SortError when another
     sort or undo into dst is running, or dst cannot be written to, and
-    ClusterError when grouping has no threshold.
+    ClusterError when grouping has no threshold. checked: what check_folders
+    returned for these folders, when the caller checked them already (src is
+    then not walked a second time).
     """
     started = time.monotonic()
     if faces not in ("detect", "auto"):
@@ -401,7 +404,7 @@ def sort_folder(recognizer, src, dst, *, move: bool = False, dry_run: bool = Fal
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     jobs = jobs or available_cores()
-    src, dst, found = check_folders(src, dst, move, group_unknown)
+    src, dst, found = checked or check_folders(src, dst, move, group_unknown)
     if index is not None:
         from .index import IndexedPictures
 

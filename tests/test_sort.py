@@ -136,8 +136,11 @@ def test_a_second_run_into_the_same_folder_overwrites_and_removes_nothing(messy,
 
 def test_move_loses_no_file_and_undo_puts_every_file_back(messy, tmp_path, gallery_copy, capsys, monkeypatch):
     monkeypatch.setenv("ANIMEFACE_BACKBONE", RANDOM_BACKBONE)
+    walked, walk = [], animeface.files.walk
+    monkeypatch.setattr(animeface.files, "walk", lambda root, **kw: walked.append(root) or walk(root, **kw))
     before, dst = tree(messy), tmp_path / "sorted"
     assert main(["sort", str(messy), str(dst), "--move", "--gallery", str(gallery_copy), "-q"]) == EXIT_SOME_FAILED
+    assert len(walked) == 1, "the source is walked once: a folder of a million files takes minutes to walk"
     remaining, sorted_files = tree(messy), tree(dst)
     assert set(remaining) == {p for p in before if p.rsplit("/", 1)[-1] in UNREADABLE}, "only non-pictures stay"
     assert set(before.values()) == set(remaining.values()) | set(sorted_files.values()), "every file is somewhere"
