@@ -226,8 +226,8 @@ class FaceBoxesDetector:
       characters the square pass shrinks (or leaves) below that.
     The extra framings run only when they can change the answer: "fill" when the square pass
     finds no face scoring `confident`; "detail" when a face it found is smaller than
-    `small_face` canvas pixels (others of that size may have been missed), or when it found
-    none in a picture larger than `side` (a small one is a close-up, which "fill" is for).
+    `small_face` canvas pixels (others of that size may have been missed), or when neither
+    found one in a picture larger than `side` (a small one is a close-up, which "fill" is for).
     Boxes are kept at `threshold` or above (0.3 and 0.7 each found fewer labelled faces than 0.5);
     when none reaches it, the best box is kept from `floor` up (the rule the detector's own
     measurements used: one face is likelier than none in a picture given to a face recognizer).
@@ -240,8 +240,8 @@ class FaceBoxesDetector:
     Boxes the network is sure of are kept whatever it says: it was trained on the frontal faces the
     cascade finds, and would veto the unusual faces this network is for.
 
-    second_opinion: a cascade.CascadeDetector, run where the "detail" pass is wanted (small
-    faces, or none sure); its boxes that overlap no FaceBoxes box are added. Small frontal faces
+    second_opinion: a cascade.CascadeDetector, run where small faces were found or no sure one
+    (after "fill"); its boxes that overlap no FaceBoxes box are added. Small frontal faces
     in crowded pictures are where the cascade still finds faces this network misses.
 
     Boxes come out framed as the cascade frames a face (tight on the eyes, square), the framing
@@ -275,11 +275,12 @@ class FaceBoxesDetector:
         boxes, scores, scale = self._pass(rgb, "square")
         sure = scores >= self.confident
         small = sure.any() and boxes[sure, 2:].max(axis=1).min() * scale < self.small_face
-        crowded = small or not sure.any()
-        wanted = {"fill": not sure.any(), "detail": small or (not sure.any() and max(rgb.shape[:2]) > self.side)}
-        for framing in (f for f in self.framings if wanted.get(f)):
-            more, more_scores, _ = self._pass(rgb, framing)
-            boxes, scores = np.concatenate([boxes, more]), np.concatenate([scores, more_scores])
+        if "fill" in self.framings and not sure.any():
+            boxes, scores = self._more(boxes, scores, rgb, "fill")
+        none_sure = not (scores >= self.confident).any()
+        crowded = small or none_sure
+        if "detail" in self.framings and (small or (none_sure and max(rgb.shape[:2]) > self.side)):
+            boxes, scores = self._more(boxes, scores, rgb, "detail")
         chosen = scores >= self.threshold
         if not chosen.any():  # the best box alone, from `floor` up (_pass kept those)
             chosen = np.argsort(-scores)[:1]
@@ -303,6 +304,11 @@ class FaceBoxesDetector:
         height, width = rgb.shape[:2]
         found = (Box.clipped(x, y, w, h, width, height, score) for (x, y, w, h), score in zip(rects, scores))
         return sorted((box for box in found if box is not None), key=lambda box: -box.score)
+
+    def _more(self, boxes, scores, rgb: np.ndarray, framing: str) -> tuple[np.ndarray, np.ndarray]:
+        """The boxes and scores so far, with a framing's added."""
+        more, more_scores, _ = self._pass(rgb, framing)
+        return np.concatenate([boxes, more]), np.concatenate([scores, more_scores])
 
     def _pass(self, rgb: np.ndarray, framing: str) -> tuple[np.ndarray, np.ndarray, float]:
         """Boxes (x, y, w, h) in the picture's pixels, their scores, and the framing's scale."""
