@@ -114,14 +114,18 @@ def _compile(folder: Path, precision: str, shape: tuple[int, ...] | None):
 
 
 class Requests:
-    """One inference request per thread and compiled network, reused; results are copied out."""
+    """One inference request per thread, reused while the thread runs the same compiled network;
+    results are copied out. A new request costs little (under a millisecond), and each holds the
+    network's buffers, so a thread keeps only its latest: a detector compiled for several shapes
+    would otherwise hold the buffers of all of them."""
 
     def __init__(self):
         self._local = threading.local()
 
     def infer(self, network, inputs: np.ndarray) -> list[np.ndarray]:
-        requests = self._local.__dict__.setdefault("requests", {})
-        if id(network) not in requests:
-            requests[id(network)] = network, network.create_infer_request()
-        result = requests[id(network)][1].infer({0: inputs})
+        request = getattr(self._local, "request", None)
+        if request is None or getattr(self._local, "network", None) is not network:
+            request = self._local.request = network.create_infer_request()
+            self._local.network = network
+        result = request.infer({0: inputs})
         return [np.array(result[i], np.float32) for i in range(len(network.outputs))]
