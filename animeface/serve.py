@@ -366,16 +366,23 @@ def create_app(rec: Recognizer, token: str, login: str, host: str = "127.0.0.1",
         app.add_api_route(path, lambda path=path, media_type=media_type: Response(static[path], media_type=media_type),
                           include_in_schema=False)
 
-    @app.post("/api/identify")
-    def identify(picture: Annotated[UploadFile, File()], faces: Annotated[str, Form()] = "auto"):
-        """The faces of one picture, named or unknown: the object `animeface identify --json` prints for it."""
+    def on_upload(work, picture, faces: str):
+        """(name, work(bytes, name, faces)) for an uploaded picture: a bad picture or faces mode is a 400,
+        an empty gallery where one is needed a 409."""
         if faces not in FACE_MODES:
             raise bad_request(f"faces must be one of {', '.join(FACE_MODES)}, got {faces!r}")
         name = picture.filename or "the picture"
         try:
-            found = service.identify(picture.file.read(), name, faces)
+            return name, work(picture.file.read(), name, faces)
         except ImageError as exc:
             raise bad_request(exc) from None
+        except GalleryError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.post("/api/identify")
+    def identify(picture: Annotated[UploadFile, File()], faces: Annotated[str, Form()] = "auto"):
+        """The faces of one picture, named or unknown: the object `animeface identify --json` prints for it."""
+        name, found = on_upload(service.identify, picture, faces)
         return {"path": name, "error": None, "faces": [f.to_dict() for f in found]}
 
     @app.post("/api/explain")
@@ -384,15 +391,7 @@ def create_app(rec: Recognizer, token: str, login: str, host: str = "127.0.0.1",
         prints for it, each item with `overlay`, the face with its map laid over it (a JPEG data URL)."""
         from .explain import overlay
 
-        if faces not in FACE_MODES:
-            raise bad_request(f"faces must be one of {', '.join(FACE_MODES)}, got {faces!r}")
-        name = picture.filename or "the picture"
-        try:
-            items = service.explain(picture.file.read(), name, faces)
-        except ImageError as exc:
-            raise bad_request(exc) from None
-        except GalleryError as exc:
-            raise HTTPException(409, str(exc)) from None
+        name, items = on_upload(service.explain, picture, faces)
         return {"path": name, "error": None, "explanations": [
             {**item.to_dict(), "overlay": _data_url(overlay(item.crop, item.heat), OVERLAY_SIDE)} for item in items]}
 
