@@ -778,10 +778,9 @@ def _write_overlays(out: Path, relative: Path, items) -> list[tuple]:
     """Write each face's crop and its candidates' maps laid over it into out, under new names; returns
     (item, crop file, overlay file) per item, for the contact sheet."""
     import cv2
-    import numpy as np
 
     from . import files
-    from .explain import overlay
+    from .explain import heat_scale, overlay
 
     stem = files.fit_name("_".join(relative.with_suffix("").parts), 160)
     written, faces = [], {}
@@ -795,7 +794,7 @@ def _write_overlays(out: Path, relative: Path, items) -> list[tuple]:
 
     for n, face_items in enumerate(faces.values(), 1):
         crop = write(f"{stem}-face{n}.jpg", face_items[0].crop)
-        scale = max(float(np.abs(i.heat).max()) for i in face_items)  # one scale: candidates compare
+        scale = heat_scale([i.heat for i in face_items])  # one scale: candidates compare
         for k, item in enumerate(face_items, 1):
             written.append((item, crop, write(f"{stem}-face{n}-{k}.jpg", overlay(item.crop, item.heat, scale))))
     return written

@@ -233,14 +233,21 @@ def kept(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return 1.0 - rows.T @ mask.astype(np.float64) @ cols
 
 
+def heat_scale(heats) -> float:
+    """The heat an overlay shows at full strength, one for maps compared side by side: the 95th
+    percentile of their magnitudes (scaled to the largest, a few strong cells left the rest of the
+    face almost bare)."""
+    return max(float(np.percentile(np.abs(np.stack(heats)), 95)), 1e-12)
+
+
 def overlay(crop: np.ndarray, heat: np.ndarray, scale: float | None = None) -> np.ndarray:
     """The crop with the heat laid over it: red where a region added to the similarity, blue where
-    it took away, stronger the more; `scale` is the heat shown at full strength (default: the map's
-    largest magnitude)."""
+    it took away, stronger the more; `scale` is the heat shown at full strength (default:
+    heat_scale of this map)."""
     import cv2
 
     side = crop.shape[0]
-    scale = scale or max(float(np.abs(heat).max()), 1e-12)
+    scale = scale or heat_scale([heat])
     level = np.clip(cv2.resize(heat.astype(np.float32) / scale, (side, side), interpolation=cv2.INTER_CUBIC), -1, 1)
     colour = np.where(level[..., None] >= 0, np.array([255, 40, 0], np.float32), np.array([0, 90, 255], np.float32))
     alpha = 0.65 * np.abs(level)[..., None]
