@@ -735,9 +735,7 @@ def cmd_explain(args) -> int:
     if out:
         check_free(out)  # before minutes of work, not after
     rec = open_recognizer(args)
-    if not rec.characters:
-        raise GalleryError(f"{rec.path}: the gallery is empty; explain compares each face with the characters "
-                           "enrolled, so enroll some first")
+    rec.check_explainable(args.top)  # before the network loads
     pictures = _pictures(args.paths)
     if pictures:
         load_embedder(rec, args, maps=True)

@@ -303,7 +303,7 @@ class Recognizer:
         enrolled faces, and the colour histogram's share (explain.py). One item per face and
         candidate, faces in order, each face's best candidate first."""
         _check_faces(faces)
-        self._check_explainable(top)
+        self.check_explainable(top)
         boxes, crops = self.face_crops(load_image(image), faces)
         return self.explain_crops(boxes, crops, top)
 
@@ -311,7 +311,7 @@ class Recognizer:
         """explain() for faces already found: their boxes and crops, as face_crops gives them."""
         from .explain import Explanation, attribute, vectors_and_maps
 
-        self._check_explainable(top)
+        self.check_explainable(top)
         if not boxes:
             return []
         vectors, maps = vectors_and_maps(self.embedder, np.stack(crops))
@@ -326,11 +326,13 @@ class Recognizer:
                     for k, (name, probability) in enumerate(candidates)]
         return out
 
-    def _check_explainable(self, top: int) -> None:
+    def check_explainable(self, top: int) -> None:
+        """ValueError for a `top` out of 1-3, GalleryError for an empty gallery: before any work."""
         if top not in (1, 2, 3):
             raise ValueError(f"top must be 1, 2 or 3, got {top!r}")
         if not len(self.gallery):
-            raise GalleryError(f"{self.path}: the gallery is empty; enroll characters to explain faces against")
+            raise GalleryError(f"{self.path}: the gallery is empty; explain compares each face with the "
+                               "characters enrolled, so enroll some first")
 
     def cluster(self, images, faces: str = "auto", threshold: float | None = None, thumbnails: bool = False,
                 jobs: int | None = None) -> "Clusters":
