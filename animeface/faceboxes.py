@@ -41,13 +41,15 @@ FRAMINGS = ("square", "fill", "detail")
 #: Each framing's scale against the square pass (the picture's long side at `side`).
 FRAMING_SCALES = {"square": 1.0, "fill": 0.5, "detail": 2.0}
 #: The "detail" canvas's sides are rounded up to a multiple of this, so that a folder of pictures
-#: of every aspect needs at most seven compiled shapes (each holds its own buffers: 256 px steps, up to 15
+#: of every aspect needs at most seven compiled detail shapes (each holds its own buffers: 256 px steps, up to 15
 #: shapes, took 1955 MiB against 1487 detecting with two threads, at the same speed).
 DETAIL_STEP = 512
 #: A FaceBoxes box against the cascade-framed box of the same face: (width, height) ratios, then the
 #: shift of its centre (x, y) in those boxes' sides. Medians over the faces of tests/face_boxes.json
 #: (hand-checked cascade framing) that FaceBoxes found.
 BOX_TO_CASCADE = ((1.25, 1.29), (0.017, -0.218))
+#: The verifier's probability a box must reach: one the network is unsure of, and one kept by the floor alone.
+VERIFIED, FLOOR_VERIFIED = 0.5, 0.9
 
 
 def weights_path(path: str | os.PathLike | None = None) -> Path:
@@ -234,7 +236,7 @@ class FaceBoxesDetector:
 
     verifier: a verifier.Verifier that must also accept a box scoring below `verify_below`
     (measured on the labelled illustrations: it removed a false box on a real photo and no face),
-    and be sure of (0.9) a box kept by the floor alone: on 240 close-ups, 9 faces rested on the
+    and be sure of (FLOOR_VERIFIED) a box kept by the floor alone: on 240 close-ups, 9 faces rested on the
     floor (scores 0.11-0.43), 8 of them verified at 0.99 or more; the one floor box on a picture
     with no face scored 0.36 and was verified at 0.71.
     Boxes the network is sure of are kept whatever it says: it was trained on the frontal faces the
@@ -292,7 +294,8 @@ class FaceBoxesDetector:
         if self.verifier is not None and unsure:
             gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
             probabilities = self.verifier.probabilities(gray, [rects[n] for n in unsure])
-            vetoed = {n for n, p in zip(unsure, probabilities) if p < (0.9 if scores[n] < self.threshold else 0.5)}
+            bar = [FLOOR_VERIFIED if scores[n] < self.threshold else VERIFIED for n in unsure]
+            vetoed = {n for n, p, needed in zip(unsure, probabilities, bar) if p < needed}
             rects = [r for n, r in enumerate(rects) if n not in vetoed]
             scores = [c for n, c in enumerate(scores) if n not in vetoed]
         if self.second_opinion is not None and crowded:
