@@ -9,21 +9,28 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Box:
-    """A face box in original-image pixels; unpacks as (x, y, w, h) and carries .score in [0, 1]."""
+    """A face box in original-image pixels; unpacks as (x, y, w, h) and carries .score in [0, 1].
+
+    angle: the turn (degrees, counter-clockwise) that sets the face upright, for a tilted or lying
+    head found in a turned picture; its crop is cut turned by it (crop.crop_face)."""
 
     x: int
     y: int
     w: int
     h: int
     score: float = 1.0
+    angle: float = 0.0
 
     @classmethod
-    def clipped(cls, x: float, y: float, w: float, h: float, width: int, height: int, score: float):
+    def clipped(cls, x: float, y: float, w: float, h: float, width: int, height: int, score: float,
+                angle: float = 0.0):
         """The box cut to a width x height picture, its edges rounded to whole pixels inside it;
         None when less than a pixel of it is left."""
         x0, y0 = round(max(x, 0)), round(max(y, 0))
         x1, y1 = round(min(x + w, width)), round(min(y + h, height))
-        return cls(int(x0), int(y0), int(x1 - x0), int(y1 - y0), float(score)) if x1 > x0 and y1 > y0 else None
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return cls(int(x0), int(y0), int(x1 - x0), int(y1 - y0), float(score), float(angle))
 
     def __iter__(self):
         return iter((self.x, self.y, self.w, self.h))

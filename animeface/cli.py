@@ -845,7 +845,10 @@ def cmd_detect(args) -> int:
             encoded = cv2.imencode(suffix, cv2.cvtColor(draw_boxes(rgb, boxes, labels), cv2.COLOR_RGB2BGR))[1]
             files.write_bytes(target, encoded.tobytes())  # a new file, never through a link (imwrite follows them)
         if args.json:
-            shown = [f.to_dict() for f in faces] if rec else [{"box": list(b), "box_score": b.score} for b in boxes]
+            if rec:
+                shown = [f.to_dict() for f in faces]
+            else:
+                shown = [{"box": list(b), "box_score": b.score, "box_angle": b.angle} for b in boxes]
             print(json.dumps({"path": str(path), "error": None, "faces": shown, "out": target and str(target)},
                              ensure_ascii=False), flush=True)
         else:

@@ -13,10 +13,17 @@ THUMBNAIL_SIDE = 96
 
 
 def crop_face(rgb: np.ndarray, box, size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
-    """A size x size RGB crop centred on box, padded by edge replication where it leaves the image."""
+    """A size x size RGB crop centred on box, padded by edge replication where it leaves the image;
+    turned upright by the box's angle, if it has one."""
     x, y, w, h = box
     side = max(w, h) * (1.0 + 2.0 * margin)
     cx, cy = x + w / 2.0, y + h / 2.0
+    angle = getattr(box, "angle", 0.0)
+    if angle:
+        matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
+        matrix[:, 2] += side / 2 - cx, side / 2 - cy
+        square = round(side)
+        return resize_square(cv2.warpAffine(rgb, matrix, (square, square), borderMode=cv2.BORDER_REPLICATE), size)
     x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
     x1, y1 = x0 + int(round(side)), y0 + int(round(side))
     H, W = rgb.shape[:2]

@@ -37,13 +37,15 @@ VARIANCES = (0.1, 0.2)
 #: Bumped whenever the conversion changes what a cached network computes.
 CONVERSION_VERSION = 1
 BN_EPSILON = 1e-5
-FRAMINGS = ("square", "fill", "detail")
+FRAMINGS = ("square", "fill", "detail", "turned")
 #: Each framing's scale against the square pass (the picture's long side at `side`).
 FRAMING_SCALES = {"square": 1.0, "fill": 0.5, "detail": 2.0}
 #: The "detail" canvas's sides are rounded up to a multiple of this, so that a folder of pictures
 #: of every aspect needs at most seven compiled detail shapes (each holds its own buffers: 256 px steps, up to 15
 #: shapes, took 1955 MiB against 1487 detecting with two threads, at the same speed).
 DETAIL_STEP = 512
+#: The "turned" framing's rotations (degrees, counter-clockwise): heads tilted or lying sideways.
+TURNS = (-90, -45, 45, 90)
 #: A FaceBoxes box against the cascade-framed box of the same face: (width, height) ratios, then the
 #: shift of its centre (x, y) in those boxes' sides. Medians over the faces of tests/face_boxes.json
 #: (hand-checked cascade framing) that FaceBoxes found.
@@ -225,11 +227,14 @@ class FaceBoxesDetector:
       (the network's largest anchors are half the canvas);
     - "detail": the picture at its own aspect, its long side at twice `side`, for small faces:
       the network finds faces well from about 150 px up, which in a picture with many
-      characters the square pass shrinks (or leaves) below that.
+      characters the square pass shrinks (or leaves) below that;
+    - "turned": the square pass on the picture turned by each of TURNS, for tilted and lying heads;
+      its boxes carry the turn (`Box.angle`) that sets the face upright for its crop.
     The extra framings run only when they can change the answer: "fill" when the square pass
     finds no face scoring `confident`; "detail" when a face it found is smaller than
     `small_face` canvas pixels (others of that size may have been missed), or when neither
-    found one in a picture larger than `side` (a small one is a close-up, which "fill" is for).
+    found one in a picture larger than `side` (a small one is a close-up, which "fill" is for);
+    "turned" when no other framing found a face scoring `confident`.
     Boxes are kept at `threshold` or above (0.3 and 0.7 each found fewer labelled faces than 0.5);
     when none reaches it, the best box is kept from `floor` up (the rule the detector's own
     measurements used: one face is likelier than none in a picture given to a face recognizer).
@@ -252,8 +257,8 @@ class FaceBoxesDetector:
     """
 
     def __init__(self, weights=None, *, side: int = 1024, framings=FRAMINGS, confident: float = 0.5,
-                 small_face: int = 192, threshold: float = 0.5, floor: float = 0.1, nms_iou: float = 0.3,
-                 verifier=None, verify_below: float = 0.9, second_opinion=None):
+                 small_face: int = 192, threshold: float = 0.5, floor: float = 0.1,
+                 nms_iou: float = 0.3, verifier=None, verify_below: float = 0.9, second_opinion=None):
         unknown = set(framings) - set(FRAMINGS)
         if unknown or "square" not in framings:
             raise ValueError(f"framings must include 'square' and be among {', '.join(FRAMINGS)}; got {framings}")
@@ -283,39 +288,74 @@ class FaceBoxesDetector:
         crowded = small or none_sure
         if "detail" in self.framings and (small or (none_sure and max(rgb.shape[:2]) > self.side)):
             boxes, scores = self._more(boxes, scores, rgb, "detail")
+        none_sure = not (scores >= self.confident).any()
         chosen = scores >= self.threshold
         if not chosen.any():  # the best box alone, from `floor` up (_pass kept those)
             chosen = np.argsort(-scores)[:1]
         boxes, scores = boxes[chosen], scores[chosen]
         kept = nms(boxes, scores, self.nms_iou)
-        rects = [as_cascade_box(boxes[i]) for i in kept]
-        scores = [float(scores[i]) for i in kept]
-        unsure = [n for n, score in enumerate(scores) if score < self.verify_below]
-        if self.verifier is not None and unsure:
-            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-            probabilities = self.verifier.probabilities(gray, [rects[n] for n in unsure])
-            bar = [FLOOR_VERIFIED if scores[n] < self.threshold else VERIFIED for n in unsure]
-            vetoed = {n for n, p, needed in zip(unsure, probabilities, bar) if p < needed}
-            rects = [r for n, r in enumerate(rects) if n not in vetoed]
-            scores = [c for n, c in enumerate(scores) if n not in vetoed]
+        rects, scores = self._verified(rgb, [as_cascade_box(boxes[i]) for i in kept], [float(scores[i]) for i in kept])
+        angles = [0.0] * len(rects)
+        more = self._turned(rgb) if "turned" in self.framings and none_sure else []
         if self.second_opinion is not None and crowded:
             self.passes["cascade"] += 1
-            for box in self.second_opinion.detect(rgb):
-                if not any(_overlap(box, other) for other in rects):
-                    rects.append(tuple(box))
-                    scores.append(box.score)
+            more += [(tuple(box), box.score, 0.0) for box in self.second_opinion.detect(rgb)]
+        for rect, score, angle in more:
+            if not any(_overlap(rect, other) for other in rects):
+                rects.append(rect)
+                scores.append(score)
+                angles.append(angle)
         height, width = rgb.shape[:2]
-        found = (Box.clipped(x, y, w, h, width, height, score) for (x, y, w, h), score in zip(rects, scores))
+        found = (Box.clipped(x, y, w, h, width, height, score, angle)
+                 for (x, y, w, h), score, angle in zip(rects, scores, angles))
         return sorted((box for box in found if box is not None), key=lambda box: -box.score)
+
+    def _verified(self, rgb: np.ndarray, rects: list, scores: list) -> tuple[list, list]:
+        """The boxes (and their scores) that the verifier does not veto: it must accept a box scoring
+        under `verify_below`, and be sure of one kept by the floor alone."""
+        unsure = [n for n, score in enumerate(scores) if score < self.verify_below]
+        if self.verifier is None or not unsure:
+            return rects, scores
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        probabilities = self.verifier.probabilities(gray, [rects[n] for n in unsure])
+        bar = [FLOOR_VERIFIED if scores[n] < self.threshold else VERIFIED for n in unsure]
+        vetoed = {n for n, p, needed in zip(unsure, probabilities, bar) if p < needed}
+        return ([r for n, r in enumerate(rects) if n not in vetoed],
+                [c for n, c in enumerate(scores) if n not in vetoed])
+
+    def _turned(self, rgb: np.ndarray) -> list[tuple[tuple, float, float]]:
+        """Faces the square pass finds at `threshold` in the picture turned by each of TURNS (and
+        verified there, as upright boxes are): (box in the picture's pixels, score, turn), best first."""
+        shrink = min(1.0, self.side / max(rgb.shape[:2]))
+        small = _resized(rgb, (max(1, round(rgb.shape[1] * shrink)), max(1, round(rgb.shape[0] * shrink))))
+        found = []
+        for angle in TURNS:
+            picture, matrix = turned(small, angle)
+            boxes, scores, _ = self._pass(picture, "square", counted="turned")
+            chosen = scores >= self.threshold
+            boxes, scores = boxes[chosen], scores[chosen]
+            kept = nms(boxes, scores, self.nms_iou)
+            rects, kept_scores = self._verified(picture, [as_cascade_box(boxes[i]) for i in kept],
+                                                [float(scores[i]) for i in kept])
+            back = cv2.invertAffineTransform(matrix)
+            for (x, y, w, h), score in zip(rects, kept_scores):
+                cx, cy = back @ (x + w / 2, y + h / 2, 1.0)
+                side = w / shrink
+                found.append(((cx / shrink - side / 2, cy / shrink - side / 2, side, side), score, float(angle)))
+        if not found:
+            return []
+        kept = nms(np.array([f[0] for f in found]), np.array([f[1] for f in found]), self.nms_iou)
+        return [found[i] for i in kept]
 
     def _more(self, boxes, scores, rgb: np.ndarray, framing: str) -> tuple[np.ndarray, np.ndarray]:
         """The boxes and scores so far, with a framing's added."""
         more, more_scores, _ = self._pass(rgb, framing)
         return np.concatenate([boxes, more]), np.concatenate([scores, more_scores])
 
-    def _pass(self, rgb: np.ndarray, framing: str) -> tuple[np.ndarray, np.ndarray, float]:
-        """Boxes (x, y, w, h) in the picture's pixels, their scores, and the framing's scale."""
-        self.passes[framing] += 1
+    def _pass(self, rgb: np.ndarray, framing: str, counted: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+        """Boxes (x, y, w, h) in the picture's pixels, their scores, and the framing's scale; the pass
+        is counted in `passes` under `counted` (else the framing)."""
+        self.passes[counted or framing] += 1
         picture, scale, offset = frame(rgb, framing, self.side)
         corners, scores = self.network(picture[None])
         corners, scores = corners[0], scores[0]
@@ -356,6 +396,18 @@ def frame(rgb: np.ndarray, framing: str, side: int) -> tuple[np.ndarray, float, 
     left, top = ((side - small.shape[1]) // 2, (side - small.shape[0]) // 2) if framing == "fill" else (0, 0)
     canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
     return canvas, scale, np.array([left, top], np.float32)
+
+
+def turned(rgb: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """The picture turned counter-clockwise by angle degrees on a canvas that holds all of it (the mean
+    colour beyond), and the 2x3 matrix from the picture's pixels to the canvas's."""
+    height, width = rgb.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    size = round(height * sin + width * cos), round(height * cos + width * sin)
+    matrix[:, 2] += (size[0] - width) / 2, (size[1] - height) / 2
+    mean_rgb = tuple(float(c) for c in MEAN_BGR[::-1])
+    return cv2.warpAffine(rgb, matrix, size, flags=cv2.INTER_LINEAR, borderValue=mean_rgb), matrix
 
 
 def _resized(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

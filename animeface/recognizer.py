@@ -65,7 +65,8 @@ class Face:
         return isinstance(self.box, WholePicture)
 
     def to_dict(self) -> dict:
-        return {"box": list(self.box), "box_score": self.box.score, "whole_picture": self.whole_picture,
+        return {"box": list(self.box), "box_score": self.box.score, "box_angle": self.box.angle,
+                "whole_picture": self.whole_picture,
                 "label": self.label, "score": self.score, "reason": self.reason,
                 "candidates": [[n, s] for n, s in self.candidates]}
 

@@ -2,12 +2,14 @@
 
 For every full-picture set here it prints, per detector: labelled faces found (IoU >= 0.3 with
 tests/face_boxes.json), boxes on no labelled face, the share of pictures with a face, boxes per
-picture, and median ms per picture. Then what each framing adds (faces found with the framing
+picture, and median and mean ms per picture. Then what each framing adds (faces found with the framing
 switched off), how often each ran, and ms per picture at 640, 1280 and 2560 px for the learned
 detector, its first pass alone, and the cascade, each picture timed by every detector in turn.
 Sets:
   - labelled: ../shared/data/illustrations with tests/face_boxes.json;
   - close-ups: every 40th holoen20 face crop (a face that fills the picture; found = a box on its centre);
+  - turned: the labelled pictures with one face, turned by 30, 60 and 90 degrees (found = a box
+    centred within half the face's side of its centre; other boxes counted);
   - no-face: the picture's two real photos and one anime picture with no face (boxes only).
 
     PYTHONPATH=. python benchmarks/detectors.py
@@ -27,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from animeface.detect import Detector  # noqa: E402
+from animeface.faceboxes import FRAMINGS, turned  # noqa: E402
 from animeface.io import load_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -49,6 +52,24 @@ def close_ups(step: int = 40):
     return [load_image(p) for p in sorted((SHARED / "faces" / "holoen20").glob("*/*"))[::step]]
 
 
+def without(*framings):
+    return [f for f in FRAMINGS if f not in framings]
+
+
+def turned_pictures(angles=(30, 60, 90)):
+    """The labelled pictures with one face, turned by each angle: (picture, face centre, face side)."""
+    truth = json.loads((ROOT / "tests" / "face_boxes.json").read_text())["boxes"]
+    out = []
+    for name, boxes in truth.items():
+        if len(boxes) == 1:
+            (x, y, w, h), = boxes
+            rgb = load_image(SHARED / "illustrations" / name)
+            for angle in angles:
+                picture, matrix = turned(rgb, angle)
+                out.append((angle, picture, matrix @ (x + w / 2, y + h / 2, 1), w))
+    return out
+
+
 def timed(detector, rgb):
     start = time.perf_counter()
     boxes = detector.detect(rgb)
@@ -62,8 +83,9 @@ def main() -> None:
         "cascade": Detector("cascade", cascade=CASCADE),
     }
     ablations = {
-        "without fill": Detector(weights=WEIGHTS, cascade=CASCADE, framings=("square", "detail")),
-        "without detail": Detector(weights=WEIGHTS, cascade=CASCADE, framings=("square", "fill")),
+        "without fill": Detector(weights=WEIGHTS, cascade=CASCADE, framings=without("fill")),
+        "without detail": Detector(weights=WEIGHTS, cascade=CASCADE, framings=without("detail")),
+        "without turned": Detector(weights=WEIGHTS, cascade=CASCADE, framings=without("turned")),
         "without detail or cascade": Detector(weights=WEIGHTS, framings=("square", "fill"), second_opinion=None),
         "without cascade second opinion": Detector(weights=WEIGHTS, second_opinion=None),
         "without verifier": Detector(weights=WEIGHTS, cascade=CASCADE, verifier=None),
@@ -78,8 +100,8 @@ def main() -> None:
     default.passes = dict.fromkeys(default.passes, 0)
 
     print("## Labelled illustrations (%d pictures, %d faces)\n" % (len(sets), sum(len(t) for _, t in sets)))
-    print("| detector | faces found | false boxes | pictures with a face | boxes per picture | median ms |")
-    print("|---|---|---|---|---|---|")
+    print("| detector | faces found | false boxes | pictures with a face | boxes per picture | median ms | mean ms |")
+    print("|---|---|---|---|---|---|---|")
     for name, det in {**detectors, **ablations}.items():
         found = false = with_face = boxes_total = 0
         ms = []
@@ -92,7 +114,7 @@ def main() -> None:
             boxes_total += len(boxes)
         pictures = sum(1 for _, t in sets if t)
         print(f"| {name} | {found} | {false} | {with_face}/{pictures} | {boxes_total / len(sets):.2f} | "
-              f"{statistics.median(ms):.0f} |")
+              f"{statistics.median(ms):.0f} | {statistics.mean(ms):.0f} |")
     print(f"\nframings run by the default on these pictures: {default.passes}\n")
 
     print(f"## Close-ups ({len(crops)} holoen20 face crops)\n")
@@ -108,6 +130,23 @@ def main() -> None:
             hits += any(b.x <= cx <= b.x + b.w and b.y <= cy <= b.y + b.h for b in boxes)
             boxes_total += len(boxes)
         print(f"| {name} | {hits}/{len(crops)} | {boxes_total / len(crops):.2f} | {statistics.median(ms):.0f} |")
+
+    spun = turned_pictures()
+    print(f"\n## Turned pictures ({len(spun) // 3} one-face labelled pictures, each turned by 30, 60, 90 degrees)\n")
+    print("| detector | found at 30 / 60 / 90 degrees | other boxes | median ms |")
+    print("|---|---|---|---|")
+    for name, det in {**detectors, "without turned": ablations["without turned"]}.items():
+        hits = {30: 0, 60: 0, 90: 0}
+        other = 0
+        ms = []
+        for angle, picture, (cx, cy), side in spun:
+            boxes, t = timed(det, picture)
+            ms.append(t)
+            on_face = [abs(b.x + b.w / 2 - cx) < side / 2 and abs(b.y + b.h / 2 - cy) < side / 2 for b in boxes]
+            hits[angle] += any(on_face)
+            other += on_face.count(False)
+        count = len(spun) // 3
+        print(f"| {name} | {' / '.join(f'{hits[a]}/{count}' for a in hits)} | {other} | {statistics.median(ms):.0f} |")
 
     print("\n## ms per picture by size (labelled pictures rescaled, each timed by every detector in turn)\n")
     print("| long side px | " + " | ".join(detectors) + " | default / cascade |")

@@ -15,7 +15,9 @@ import pytest
 
 import animeface
 from animeface import models
+from animeface.crop import crop_face
 from animeface.detect import Detector
+from animeface.faceboxes import FRAMINGS, turned
 from animeface.io import load_image
 from animeface.pth import read_state_dict
 from conftest import CASCADE, FACEBOXES, RANDOM_BACKBONE, SHARED
@@ -124,6 +126,28 @@ def test_every_labelled_face_is_found(learned, name):
     boxes = learned.detect(SHARED / "illustrations" / name)
     for truth in TRUTH[name]:
         assert any(iou(b, truth) >= 0.3 for b in boxes), (truth, boxes)
+
+
+def test_a_lying_head_is_found_and_cut_upright(learned):
+    """The picture turned a quarter: only the turned framing finds the face, its box carries the turn
+    back, and the crop cut with it matches the upright face's crop far better than one cut without."""
+    name = "set_a/detect_06.jpg"
+    rgb = load_image(SHARED / "illustrations" / name)
+    (x, y, w, h), = TRUTH[name]
+    lying, matrix = turned(rgb, 90)
+    cx, cy = matrix @ (x + w / 2, y + h / 2, 1)
+
+    def on_face(detector):
+        boxes = detector.detect(lying)
+        return [b for b in boxes if abs(b.x + b.w / 2 - cx) < w / 2 and abs(b.y + b.h / 2 - cy) < h / 2]
+
+    assert not on_face(Detector(weights=FACEBOXES, cascade=CASCADE, framings=[f for f in FRAMINGS if f != "turned"]))
+    box, = on_face(learned)
+    assert box.angle == -90
+    upright = crop_face(rgb, TRUTH[name][0], 128).astype(float)
+    cut_upright = np.abs(crop_face(lying, box, 128) - upright).mean()
+    cut_as_is = np.abs(crop_face(lying, tuple(box), 128) - upright).mean()
+    assert cut_upright < 0.5 * cut_as_is, (cut_upright, cut_as_is)
 
 
 def test_a_picture_with_no_face_gets_no_box(learned):
