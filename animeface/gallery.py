@@ -388,13 +388,18 @@ def _check_description(d, path: Path) -> None:
 
 def face_problem(face: dict) -> tuple[str, str] | None:
     """(field, what is wrong) for the first bad field of a face record (its source picture,
-    the picture's sha256, its box), or None: what a gallery will accept from any file."""
+    the picture's sha256, its box, the turn that sets it upright), or None: what a gallery will
+    accept from any file."""
     if not _is_text(face.get("source")):
         return "source", "must be text"
     if not isinstance(face.get("sha256"), str) or not _SHA256.fullmatch(face["sha256"]):
         return "sha256", "must be 64 hexadecimal digits"
     problem = box_problem(face.get("box", [0, 0, 1, 1]))
-    return ("box", problem) if problem else None
+    if problem:
+        return "box", problem
+    if "angle" in face and not _is_number(face["angle"], -180.0, 180.0):
+        return "angle", "must be degrees from -180 to 180"
+    return None
 
 
 def box_problem(box, width: int | None = None, height: int | None = None) -> str | None:

@@ -48,6 +48,12 @@ class WholePicture(Box):
     """The box of a picture taken whole as one face (faces="whole", or "auto" when it is a face crop)."""
 
 
+
+def placed(box) -> dict:
+    """Where a gallery entry's face is: its box, and the turn that set it upright when it has one."""
+    angle = getattr(box, "angle", 0.0)
+    return {"box": list(box), **({"angle": angle} if angle else {})}
+
 @dataclass
 class Face:
     """One face: where it is, who it is (None when unknown), how sure, and the best guesses."""
@@ -215,7 +221,7 @@ class Recognizer:
             largest = max(range(len(boxes)), key=lambda i: boxes[i].w * boxes[i].h)
             seen.add(digest)
             crops.append(face_crops[largest])
-            entry = {"label": name, "source": label, "sha256": digest, "box": list(boxes[largest])}
+            entry = {"label": name, "source": label, "sha256": digest, **placed(boxes[largest])}
             entries.append(entry)
             report.used.append({"source": label, "box": list(boxes[largest]), "faces_found": len(boxes)})
             if len(crops) == self.embedder.batch_size:  # embed as we go, so the progress bar tracks the slow part
@@ -228,24 +234,31 @@ class Recognizer:
             self._refit()
         return report
 
-    def enroll_face(self, name: str, image: ImageLike, box=None, source: str | None = None) -> dict:
-        """Add one face chosen by a person: the box (x, y, w, h) of the picture, or the whole picture
-        as a face crop when box is None. Returns the gallery entry added, which forget_face takes
-        to undo it. The same face of the same picture under the same name is a ValueError."""
+    def enroll_face(self, name: str, image: ImageLike, box=None, source: str | None = None,
+                    angle: float = 0.0) -> dict:
+        """Add one face chosen by a person: the box (x, y, w, h) of the picture, turned upright by
+        `angle` (a detected box's `angle`), or the whole picture as a face crop when box is None.
+        Returns the gallery entry added, which forget_face takes to undo it. The same face of the
+        same picture under the same name is a ValueError."""
         name = validate_name(name)
         label = source or describe(image)
         rgb = load_image(image, name=label)
         h, w = rgb.shape[:2]
+        if not -180 <= angle <= 180:  # NaN too
+            raise ValueError(f"angle must be degrees from -180 to 180, got {angle}")
         if box is None:
-            box, crop = [0, 0, w, h], whole_image(rgb, self.embedder.input_size)
+            if angle:
+                raise ValueError("an angle turns a box: give the face's box with it")
+            box, crop = Box(0, 0, w, h), whole_image(rgb, self.embedder.input_size)
         else:
             box = [int(v) for v in box]
             problem = box_problem(box, w, h)
             if problem:
                 raise ValueError(f"box {problem}")
+            box = Box(*box, angle=float(angle))
             crop = crop_face(rgb, box, self.embedder.input_size, self.margin)
-        entry = {"label": name, "source": label, "sha256": _sha256(image), "box": box}
-        if self.gallery.has(name, entry["sha256"], box):
+        entry = {"label": name, "source": label, "sha256": _sha256(image), **placed(box)}
+        if self.gallery.has(name, entry["sha256"], entry["box"]):
             raise ValueError(f"this face of {label} is already enrolled as {name}")
         self.gallery.add(self.embedder.embed(crop[None]), [entry])
         self._refit()

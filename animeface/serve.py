@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
+from .boxes import Box
 from .crop import THUMBNAIL_SIDE, crop_face, thumbnail_jpeg, whole_image
 from .errors import AnimefaceError, GalleryError, ImageError
 from .gallery import MAX_TEXT, box_problem
@@ -110,13 +111,15 @@ class Service:
         with self._network, self._gallery:
             return self.rec.explain_crops(boxes, crops, top=1)
 
-    def enroll(self, name: str, data: bytes, filename: str, box: list[int] | None) -> tuple[dict, dict]:
+    def enroll(self, name: str, data: bytes, filename: str, box: list[int] | None,
+               angle: float = 0.0) -> tuple[dict, dict]:
         """Enroll one face of an uploaded picture and save the gallery; returns its entry and the counts."""
         with self.decoded(data, filename) as rgb, self._gallery:
             self.rec.reload()
             with self.rec.saving():
-                entry = self.rec.enroll_face(name, data, box, source=f"{WEB_SOURCE} {filename}"[:MAX_TEXT])
-            self._thumbnails[_key(entry)] = _thumbnail(rgb, entry["box"])
+                entry = self.rec.enroll_face(name, data, box, source=f"{WEB_SOURCE} {filename}"[:MAX_TEXT],
+                                             angle=angle)
+            self._thumbnails[_key(entry)] = _thumbnail(rgb, entry)
             return entry, dict(self.rec.characters)
 
     def unenroll(self, entry: dict) -> dict:
@@ -163,7 +166,7 @@ class Service:
                 return None
             with self.decoded(data, entry["source"]) as rgb:
                 inside = not box_problem(entry["box"], rgb.shape[1], rgb.shape[0])
-                return _thumbnail(rgb, entry["box"]) if inside else None
+                return _thumbnail(rgb, entry) if inside else None
         except ImageError:
             return None
 
@@ -172,9 +175,10 @@ def _key(entry: dict) -> tuple:
     return entry["sha256"], tuple(entry["box"])
 
 
-def _thumbnail(rgb: np.ndarray, box) -> str:
-    """A small JPEG of the face, as a data URL the page shows as it is."""
+def _thumbnail(rgb: np.ndarray, entry: dict) -> str:
+    """A small JPEG of a gallery entry's face, cut upright, as a data URL the page shows as it is."""
     h, w = rgb.shape[:2]
+    box = Box(*entry["box"], angle=entry.get("angle", 0.0))
     face = whole_image(rgb, THUMBNAIL_SIDE) if list(box) == [0, 0, w, h] else crop_face(rgb, box, THUMBNAIL_SIDE)
     return _data_url(face, THUMBNAIL_SIDE)
 
@@ -397,12 +401,13 @@ def create_app(rec: Recognizer, token: str, login: str, host: str = "127.0.0.1",
 
     @app.post("/api/enroll")
     def enroll(picture: Annotated[UploadFile, File()], name: Annotated[str, Form()],
-               box: Annotated[str | None, Form()] = None):
-        """Enroll one face as `name`: the box [x, y, w, h] of the picture, or (no box) the picture as a
-        face crop. Saves the gallery. Returns the face's entry, which /api/unenroll takes to undo it."""
+               box: Annotated[str | None, Form()] = None, angle: Annotated[float, Form()] = 0.0):
+        """Enroll one face as `name`: the box [x, y, w, h] of the picture, turned upright by `angle`
+        (identify's `box_angle`), or (no box) the picture as a face crop. Saves the gallery. Returns
+        the face's entry, which /api/unenroll takes to undo it."""
         filename = picture.filename or "the picture"
         try:
-            entry, counts = service.enroll(name, picture.file.read(), filename, _parse_box(box))
+            entry, counts = service.enroll(name, picture.file.read(), filename, _parse_box(box), angle)
         except (ImageError, ValueError) as exc:  # CharacterNameError is a ValueError
             raise bad_request(exc) from None
         return {"entry": entry, "characters": counts}

@@ -10,6 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -148,6 +149,28 @@ def test_a_lying_head_is_found_and_cut_upright(learned):
     cut_upright = np.abs(crop_face(lying, box, 128) - upright).mean()
     cut_as_is = np.abs(crop_face(lying, tuple(box), 128) - upright).mean()
     assert cut_upright < 0.5 * cut_as_is, (cut_upright, cut_as_is)
+
+
+def test_a_lying_head_taught_by_its_box_and_angle_is_cut_as_detected(tmp_path):
+    """The web page teaches a face by the box and angle identify gave: the same crop, so the same
+    vector, as enrolling the picture; without the angle it would be another."""
+    path = tmp_path / "lying.png"
+    lying, _ = turned(load_image(SHARED / "illustrations" / "set_a" / "detect_06.jpg"), 90)
+    assert cv2.imwrite(str(path), lying[..., ::-1])
+    rec = animeface.Recognizer(tmp_path / "gallery", backbone=RANDOM_BACKBONE, cascade=CASCADE, progress=False)
+    report = rec.enroll("detected", [path])
+    face, = rec.identify(path)
+    assert face.box.angle == -90 and report.used[0]["box"] == list(face.box)
+    taught = rec.enroll_face("taught", path, list(face.box), angle=face.box.angle)
+    rec.enroll_face("unturned", path, list(face.box))
+    assert taught["angle"] == -90 and rec.gallery.entries[0]["angle"] == -90
+    detected, by_angle, unturned = rec.gallery.vectors
+    np.testing.assert_allclose(by_angle, detected, atol=1e-5)
+    assert not np.allclose(unturned, detected, atol=1e-3)
+    rec.save()
+    reopened = animeface.Recognizer.open(tmp_path / "gallery", backbone=RANDOM_BACKBONE, cascade=CASCADE,
+                                         progress=False)
+    assert [e.get("angle") for e in reopened.gallery.entries] == [-90, -90, None]
 
 
 def test_a_picture_with_no_face_gets_no_box(learned):

@@ -342,6 +342,10 @@ TAMPERINGS = {
     # issue 19, break 8: a box no picture could hold
     "an entry's box past any picture": (edit_json(lambda d: d["entries"][2].update(box=[0, 0, 1, 10 ** 9])),
                                         r"entries\[2\].box"),
+    "an entry's turn as text": (edit_json(lambda d: d["entries"][1].update(angle="__import__('os')")),
+                                r"entries\[1\].angle"),
+    "an entry's turn past a half circle": (edit_json(lambda d: d["entries"][1].update(angle=1e308)),
+                                           r"entries\[1\].angle"),
     "deeply nested JSON": (lambda f: (f / "gallery.json").write_text("[" * 100_000 + "]" * 100_000), "RecursionError"),
     "not JSON": (lambda f: (f / "gallery.json").write_bytes(b"\xff\xfe{"), "gallery.json"),
     "head not a zip": (lambda f: (f / "head.npz").write_bytes(b"PK\3\4 garbage"), "BadZipFile"),

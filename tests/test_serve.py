@@ -116,6 +116,7 @@ def test_teach_a_face_then_it_is_named_then_undo(client, gallery_copy):
     assert taught.status_code == 200, taught.text
     entry = taught.json()["entry"]
     assert entry["box"] == first["box"] and taught.json()["characters"]["Newcomer"] == 1
+    assert "angle" not in entry, "an upright face's entry is as before"
     assert Recognizer(gallery_copy, backbone=RANDOM_BACKBONE, progress=False).characters["Newcomer"] == 1  # saved
     again = client.post("/api/identify", files=upload(SCENE)).json()["faces"]
     # with random weights one taught face need not clear the calibrated thresholds: it must be the best match
@@ -140,6 +141,9 @@ def test_teach_a_face_then_it_is_named_then_undo(client, gallery_copy):
     ({"name": "x", "box": f"[0, 0, 1, {SCENE_H + 1}]"}, f"is not inside the {SCENE_W}x{SCENE_H} picture"),
     ({"name": "x", "box": "[-1, 0, 50, 50]"}, f"is not inside the {SCENE_W}x{SCENE_H} picture"),
     ({"name": "../etc", "box": ""}, "must not contain slashes"),
+    ({"name": "x", "box": "[0, 0, 50, 50]", "angle": "nan"}, "angle must be degrees from -180 to 180"),
+    ({"name": "x", "box": "[0, 0, 50, 50]", "angle": "1e400"}, "angle must be degrees from -180 to 180"),
+    ({"name": "x", "angle": "90"}, "an angle turns a box"),
 ])
 def test_enroll_refuses_a_bad_box_or_name(client, gallery_copy, form, problem):
     before = gallery_files(gallery_copy)

@@ -165,6 +165,7 @@ async function teach(event) {
   form.append("picture", picture.file);
   form.append("name", name);
   if (!face.whole_picture) form.append("box", JSON.stringify(face.box));
+  if (face.box_angle) form.append("angle", String(face.box_angle));
   $("teach-submit").disabled = true;
   try {
     const {entry, characters} = await api("/api/enroll", {method: "POST", body: form});
