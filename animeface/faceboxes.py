@@ -294,7 +294,8 @@ class FaceBoxesDetector:
             chosen = np.argsort(-scores)[:1]
         boxes, scores = boxes[chosen], scores[chosen]
         kept = nms(boxes, scores, self.nms_iou)
-        rects, scores = self._verified(rgb, [as_cascade_box(boxes[i]) for i in kept], [float(scores[i]) for i in kept])
+        rects, scores = self._verified(rgb, [as_cascade_box(boxes[i]) for i in kept],
+                                       [float(scores[i]) for i in kept])
         angles = [0.0] * len(rects)
         more = self._turned(rgb) if "turned" in self.framings and none_sure else []
         if self.second_opinion is not None and crowded:
@@ -352,7 +353,8 @@ class FaceBoxesDetector:
         more, more_scores, _ = self._pass(rgb, framing)
         return np.concatenate([boxes, more]), np.concatenate([scores, more_scores])
 
-    def _pass(self, rgb: np.ndarray, framing: str, counted: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    def _pass(self, rgb: np.ndarray, framing: str,
+              counted: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
         """Boxes (x, y, w, h) in the picture's pixels, their scores, and the framing's scale; the pass
         is counted in `passes` under `counted` (else the framing)."""
         self.passes[counted or framing] += 1
