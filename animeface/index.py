@@ -39,7 +39,7 @@ from .quiet import native_stderr_silenced
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The key of the index's own description in each part's Parquet metadata.
 METADATA_KEY = b"animeface"
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
@@ -112,6 +112,7 @@ def schema(dim: int, description: dict | None = None) -> "pa.Schema":
         pa.field("face", pa.int32()),                # this face's number in the picture; null: no face
         pa.field("box", pa.list_(pa.int32(), 4)),    # x, y, w, h; null: no face
         pa.field("box_score", pa.float32()),
+        pa.field("box_angle", pa.float32()),        # the turn that sets the face upright (Box.angle)
         pa.field("whole_picture", pa.bool_()),       # the whole picture taken as a face crop
         pa.field("vector", pa.list_(pa.float32(), dim)),
         pa.field("label", pa.string()),              # null: unknown, or no gallery
@@ -186,7 +187,8 @@ class IndexedPictures:
         for i, r in enumerate(table.drop_columns(["vector"]).to_pylist()):
             sha256, error, faces, rows = self._pictures.setdefault(r["path"], (r["sha256"], r["error"], [], []))
             if r["box"] is not None:
-                box = (WholePicture if r["whole_picture"] else Box)(*r["box"], r["box_score"])
+                angle = r.get("box_angle") or 0.0  # an index of schema 1 has no turns
+                box = (WholePicture if r["whole_picture"] else Box)(*r["box"], r["box_score"], angle)
                 faces.append(Face(box, r["label"], 1.0 if r["score"] is None else r["score"],
                                   [(c["name"], c["score"]) for c in r["candidates"] or []]))
                 rows.append(i)
@@ -276,7 +278,7 @@ def detect_batch(batch: "pa.Table", settings: Settings) -> "pa.Table":
 
     rec = _recognizer(settings)
     rows = {name: [] for name in ("path", "sha256", "width", "height", "faces", "face", "box", "box_score",
-                                  "whole_picture", "crop", "error")}
+                                  "box_angle", "whole_picture", "crop", "error")}
 
     def add(pic, face, box, crop):
         for name, value in (("path", str(pic.path)), ("sha256", pic.sha256 or None),
@@ -285,6 +287,7 @@ def detect_batch(batch: "pa.Table", settings: Settings) -> "pa.Table":
                             ("faces", len(pic.boxes)), ("face", face),
                             ("box", list(box) if box is not None else None),
                             ("box_score", box.score if box is not None else None),
+                            ("box_angle", box.angle if box is not None else None),
                             ("whole_picture", isinstance(box, WholePicture) if box is not None else None),
                             ("crop", crop.tobytes() if crop is not None else None), ("error", pic.error)):
             rows[name].append(value)
@@ -297,7 +300,8 @@ def detect_batch(batch: "pa.Table", settings: Settings) -> "pa.Table":
         for i, (box, crop) in enumerate(zip(pic.boxes, pic.crops)):
             add(pic, i, box, crop)
     types = {"width": pa.int32(), "height": pa.int32(), "faces": pa.int32(), "face": pa.int32(),
-             "box": pa.list_(pa.int32(), 4), "box_score": pa.float32(), "crop": pa.binary()}
+             "box": pa.list_(pa.int32(), 4), "box_score": pa.float32(), "box_angle": pa.float32(),
+             "crop": pa.binary()}
     return pa.table({name: pa.array(values, types.get(name)) for name, values in rows.items()})
 
 
@@ -319,9 +323,11 @@ class EmbedFaces:
         has_face = [c is not None for c in crops]
         vectors = self.rec.vectors_for([np.frombuffer(c, np.uint8).reshape(size, size, 3) for c in crops if c],
                                        keep=True)
-        boxes = [(WholePicture if whole else Box)(*box, score)
-                 for box, score, whole in zip(batch.column("box").to_pylist(), batch.column("box_score").to_pylist(),
-                                              batch.column("whole_picture").to_pylist()) if box is not None]
+        boxes = [(WholePicture if whole else Box)(*box, score, angle)
+                 for box, score, angle, whole in zip(batch.column("box").to_pylist(),
+                                                     batch.column("box_score").to_pylist(),
+                                                     batch.column("box_angle").to_pylist(),
+                                                     batch.column("whole_picture").to_pylist()) if box is not None]
         named = iter(self.rec.name_faces(vectors, boxes) if self.rec.characters else [])
         vector_rows = iter([] if vectors is None else vectors)
         vector, label, score, candidates = [], [], [], []
@@ -384,8 +390,9 @@ def index_pictures(sources, out, *, gallery: os.PathLike | None = None, backbone
         files.remove_leftover_files(out)
         parts = _parts(out)
         if parts and _description(parts, out) != description:
-            raise IndexingError(f"{out}: holds an index made with other settings (gallery, embedder, detector or "
-                                "faces); index into a new folder, or run with the settings it was made with")
+            raise IndexingError(f"{out}: holds an index made with other settings (gallery, embedder, detector, "
+                                "faces, or an earlier version of animeface); index into a new folder, or run with "
+                                "the settings it was made with")
         done = _indexed_paths(parts)
         todo = list(dict.fromkeys(p for src in sources for p in (files.walk(src, out) if src.is_dir() else [src])))
         summary = IndexSummary(already=sum(str(p) in done for p in todo))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from animeface.index import SCHEMA_VERSION
 from conftest import CHARACTERS, HOLOEN, RANDOM_BACKBONE, ROOT, SHARED
 
 pytest.importorskip("ray")
@@ -193,7 +194,7 @@ def test_index_on_a_cluster_agrees_with_identify_survives_a_lost_node_and_carrie
     rec = animeface.Recognizer(built_gallery, backbone=RANDOM_BACKBONE, detector="cascade", stranger_refusal=0.5,
                                progress=False)
     description = json.loads(table.schema.metadata[b"animeface"])
-    assert description["schema_version"] == 1
+    assert description["schema_version"] == SCHEMA_VERSION
     assert description["embedder"] == rec.run_description()
     assert len(description["gallery_sha256"]) == 64
 
@@ -217,6 +218,7 @@ def test_index_on_a_cluster_agrees_with_identify_survives_a_lost_node_and_carrie
             row = rows[path, i]
             assert row["box"] == face["box"] and row["whole_picture"] == face["whole_picture"]
             assert row["box_score"] == pytest.approx(face["box_score"], abs=1e-5)
+            assert row["box_angle"] == face["box_angle"]
             assert row["label"] == face["label"]
             assert row["score"] == pytest.approx(face["score"], abs=1e-3)
             assert [c["name"] for c in row["candidates"]] == [name for name, _ in face["candidates"]]
