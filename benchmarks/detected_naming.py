@@ -88,21 +88,24 @@ def measure(left_out: str, tested: int, margin: dict, folder: Path) -> dict:
     rng = np.random.default_rng(0)
     projection = projection_without(left_out, folder)
 
-    def recognizer(name, kind="faceboxes"):
-        return animeface.Recognizer(folder / left_out / name, backbone=BACKBONE, cascade=CASCADE, detector=kind,
-                                    projection=projection, progress=False, **margin)
+    def recognizer(name, kind="faceboxes", open_saved=False):
+        make = animeface.Recognizer.open if open_saved else animeface.Recognizer
+        return make(folder / left_out / name, backbone=BACKBONE, cascade=CASCADE, detector=kind,
+                    projection=projection, progress=False, **margin)
 
-    from_crops = {kind: recognizer(f"crops-{kind}", kind) for kind in DETECTORS}
+    crops_enrolled = recognizer("crops")  # crops enrolled whole: no detector runs, so once for both
     from_pictures = {kind: recognizer(f"pictures-{kind}", kind) for kind in DETECTORS}
     tests = []
     for folder_ in sorted(p for p in (SHARED / "faces" / left_out).iterdir() if p.is_dir())[:CHARACTERS]:
         files = sorted(folder_.iterdir())
         crops = [load_image(f) for f in files[:ENROLLED]]
         pictures = [pasted(crop, rng) for crop in crops]
+        crops_enrolled.enroll(folder_.name, crops, faces="whole")
         for kind in DETECTORS:
-            from_crops[kind].enroll(folder_.name, crops, faces="whole")
             from_pictures[kind].enroll(folder_.name, pictures)
         tests += [(folder_.name, load_image(f)) for f in files[ENROLLED:ENROLLED + tested]]
+    crops_enrolled.save()
+    from_crops = {kind: recognizer("crops", kind, open_saved=True) for kind in DETECTORS}
     ways = {"crops -> crops": [], **{f"{w} -> pictures, {kind}": [] for w in ("crops", "pictures") for kind in from_crops}}
     for name, crop in tests:
         picture = pasted(crop, rng)
