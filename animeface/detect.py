@@ -54,14 +54,20 @@ class Detector:
 
 
 def draw_boxes(rgb: np.ndarray, boxes, labels=None) -> np.ndarray:
-    """A copy of an RGB image with each box drawn and captioned with its label or score."""
+    """A copy of an RGB image with each box drawn (turned by its angle, if it has one) and captioned
+    with its label or score."""
     out = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
     thickness = max(2, round(max(out.shape[:2]) / 400))
     font_scale = max(0.5, max(out.shape[:2]) / 1200)
     for i, box in enumerate(boxes):
         x, y, w, h = (int(v) for v in box)
         caption = labels[i] if labels is not None else f"{getattr(box, 'score', 1.0):.2f}"
-        cv2.rectangle(out, (x, y), (x + w, y + h), (255, 40, 40), thickness)
+        angle = getattr(box, "angle", 0.0)
+        if angle:  # a face found turned: its square drawn turned as the face lies
+            corners = cv2.boxPoints(((x + w / 2, y + h / 2), (w, h), -angle))
+            cv2.polylines(out, [np.round(corners).astype(np.int32)], True, (255, 40, 40), thickness)
+        else:
+            cv2.rectangle(out, (x, y), (x + w, y + h), (255, 40, 40), thickness)
         (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness // 2 + 1)
         top = max(y - th - base - 2, 0)
         cv2.rectangle(out, (x, top), (x + tw + 4, top + th + base + 2), (255, 40, 40), -1)

@@ -115,6 +115,17 @@ def test_draw_boxes_marks_a_copy():
     assert (labelled != 255).any()
 
 
+def test_a_turned_box_is_drawn_turned():
+    """A face found turned 45 degrees is drawn as the diamond it lies in: its square's corners are
+    left bare and the middles of its sides are the diamond's corners."""
+    image = np.full((300, 300, 3), 255, np.uint8)
+    out = draw_boxes(image, [animeface.Box(100, 100, 100, 100, 0.9, angle=45.0)], labels=[""])
+    inked = (out != 255).any(axis=2)
+    assert not inked[197:200, 197:200].any(), "the upright square's bottom-right corner is not drawn"
+    centre, reach = 150, round(50 * 2 ** 0.5)
+    assert inked[centre, centre + reach - 3:centre + reach + 3].any(), "the diamond's right corner is drawn"
+
+
 def test_faces_that_fill_the_frame_are_found(detector):
     # Close-up face crops, where the face runs to the picture's edges: the plain cascade's window never fits.
     crops = sorted((SHARED / "faces" / "holoen20").glob("*/*"))[::120]
