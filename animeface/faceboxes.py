@@ -288,16 +288,13 @@ class FaceBoxesDetector:
         crowded = small or none_sure
         if "detail" in self.framings and (small or (none_sure and max(rgb.shape[:2]) > self.side)):
             boxes, scores = self._more(boxes, scores, rgb, "detail")
-        none_sure = not (scores >= self.confident).any()
+        sure_anywhere = (scores >= self.confident).any()
         chosen = scores >= self.threshold
         if not chosen.any():  # the best box alone, from `floor` up (_pass kept those)
             chosen = np.argsort(-scores)[:1]
-        boxes, scores = boxes[chosen], scores[chosen]
-        kept = nms(boxes, scores, self.nms_iou)
-        rects, scores = self._verified(rgb, [as_cascade_box(boxes[i]) for i in kept],
-                                       [float(scores[i]) for i in kept])
+        rects, scores = self._kept(rgb, boxes[chosen], scores[chosen])
         angles = [0.0] * len(rects)
-        more = self._turned(rgb) if "turned" in self.framings and none_sure else []
+        more = self._turned(rgb) if "turned" in self.framings and not sure_anywhere else []
         if self.second_opinion is not None and crowded:
             self.passes["cascade"] += 1
             more += [(tuple(box), box.score, 0.0) for box in self.second_opinion.detect(rgb)]
@@ -311,9 +308,12 @@ class FaceBoxesDetector:
                  for (x, y, w, h), score, angle in zip(rects, scores, angles))
         return sorted((box for box in found if box is not None), key=lambda box: -box.score)
 
-    def _verified(self, rgb: np.ndarray, rects: list, scores: list) -> tuple[list, list]:
-        """The boxes (and their scores) that the verifier does not veto: it must accept a box scoring
-        under `verify_below`, and be sure of one kept by the floor alone."""
+    def _kept(self, rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> tuple[list, list]:
+        """The boxes left by the NMS, framed as the cascade frames a face, that the verifier does not
+        veto (it must accept a box scoring under `verify_below`, and be sure of one kept by the floor
+        alone), with their scores."""
+        kept = nms(boxes, scores, self.nms_iou)
+        rects, scores = [as_cascade_box(boxes[i]) for i in kept], [float(scores[i]) for i in kept]
         unsure = [n for n, score in enumerate(scores) if score < self.verify_below]
         if self.verifier is None or not unsure:
             return rects, scores
@@ -334,10 +334,7 @@ class FaceBoxesDetector:
             picture, matrix = turned(small, angle)
             boxes, scores, _ = self._pass(picture, "square", counted="turned")
             chosen = scores >= self.threshold
-            boxes, scores = boxes[chosen], scores[chosen]
-            kept = nms(boxes, scores, self.nms_iou)
-            rects, kept_scores = self._verified(picture, [as_cascade_box(boxes[i]) for i in kept],
-                                                [float(scores[i]) for i in kept])
+            rects, kept_scores = self._kept(picture, boxes[chosen], scores[chosen])
             back = cv2.invertAffineTransform(matrix)
             for (x, y, w, h), score in zip(rects, kept_scores):
                 cx, cy = back @ (x + w / 2, y + h / 2, 1.0)

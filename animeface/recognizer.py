@@ -48,10 +48,9 @@ class WholePicture(Box):
     """The box of a picture taken whole as one face (faces="whole", or "auto" when it is a face crop)."""
 
 
-def placed(box) -> dict:
+def placed(box: Box) -> dict:
     """Where a gallery entry's face is: its box, and the turn that set it upright when it has one."""
-    angle = getattr(box, "angle", 0.0)
-    return {"box": list(box), **({"angle": angle} if angle else {})}
+    return {"box": list(box), **({"angle": box.angle} if box.angle else {})}
 
 
 @dataclass
