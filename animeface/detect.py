@@ -41,8 +41,8 @@ class Detector:
             from .faceboxes import FaceBoxesDetector
             from .verifier import Verifier
 
-            if "second_opinion" not in settings:
-                settings["second_opinion"] = CascadeDetector(cascade)
+            if "second_opinion" not in settings:  # upright only: tilted heads are the "turned" framing's
+                settings["second_opinion"] = CascadeDetector(cascade, angles=(0,))
             if "verifier" not in settings:
                 settings["verifier"] = Verifier()
             self._detector = FaceBoxesDetector(weights, **settings)

@@ -28,6 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from animeface.cascade import CascadeDetector  # noqa: E402
 from animeface.detect import Detector  # noqa: E402
 from animeface.faceboxes import FRAMINGS, turned  # noqa: E402
 from animeface.io import load_image  # noqa: E402
@@ -88,6 +89,8 @@ def main() -> None:
         "without turned": Detector(weights=WEIGHTS, cascade=CASCADE, framings=without("turned")),
         "without detail or cascade": Detector(weights=WEIGHTS, framings=("square", "fill"), second_opinion=None),
         "without cascade second opinion": Detector(weights=WEIGHTS, second_opinion=None),
+        "cascade second opinion with its tilted passes": Detector(
+            weights=WEIGHTS, second_opinion=CascadeDetector(CASCADE)),
         "without verifier": Detector(weights=WEIGHTS, cascade=CASCADE, verifier=None),
         "without the floor (best box from 0.1)": Detector(weights=WEIGHTS, cascade=CASCADE, floor=0.5),
     }
