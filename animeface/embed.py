@@ -39,6 +39,8 @@ MAX_RECIPE_TEXT = 4096
 #: What a projection file holds, and the most faces its stranger bank may hold.
 PROJECTION_ARRAYS = ("mean", "matrix", "recipe", "strangers", "stranger_characters")
 MAX_STRANGERS = 20_000
+#: The longest name of a bank character a card may give.
+MAX_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,12 @@ class Projection:
     @property
     def name(self) -> str:
         return self.card.get("name", "")
+
+    @property
+    def stranger_names(self) -> list[str]:
+        """The bank's characters' names (their training folders'), by character number, from the
+        card; empty for a card that has none."""
+        return self.card.get("stranger_bank", {}).get("names", [])
 
     def __call__(self, vectors: np.ndarray) -> np.ndarray:
         return _unit((vectors - self.mean) @ self.matrix)
@@ -171,6 +179,12 @@ class Projection:
             if not 2 <= len(strangers) <= MAX_STRANGERS or len(np.unique(characters)) < 2:
                 raise ValueError(f"strangers: {len(strangers)} faces of {len(np.unique(characters))} characters; "
                                  f"a bank holds 2 to {MAX_STRANGERS} faces of at least 2 characters")
+        with parsing(card_path, ModelError, what):
+            bank = card.get("stranger_bank", {})
+            names = bank.get("names", []) if isinstance(bank, dict) else None
+            if not (isinstance(names, list) and all(isinstance(n, str) and len(n) <= MAX_NAME for n in names)
+                    and (not names or len(names) == characters.max() + 1)):
+                raise ValueError("stranger_bank.names must list one name (text) per character of the bank")
         return cls(mean, matrix, recipe, strangers, characters, card, digest)
 
 
@@ -248,9 +262,12 @@ class Embedder:
         return self.projection.matrix.shape[1] if self.projection else self.recipe.dim
 
     @property
-    def strangers(self) -> np.ndarray | None:
-        """The projection's stranger bank (faces of its training characters), if it has one."""
-        return self.projection.strangers if self.projection else None
+    def stranger_bank(self) -> tuple[np.ndarray | None, np.ndarray | None, list[str]]:
+        """The projection's stranger bank (faces of its training characters), their character
+        numbers and the characters' names; (None, None, []) without a projection."""
+        if not self.projection:
+            return None, None, []
+        return self.projection.strangers, self.projection.stranger_characters, self.projection.stranger_names
 
     @property
     def pair_similarity(self) -> dict | None:

@@ -33,7 +33,7 @@ from . import files
 from .embed import Recipe
 from .errors import CharacterNameError, GalleryError
 from .io import max_pixels
-from .thresholds import WEIGHT_BOUNDS, class_means
+from .thresholds import RULE, WEIGHT_BOUNDS, class_means
 
 #: 2: vectors from the trained embedder; preprocessing records its recipe and projection.
 #: 3: the embedder anime-faces-v2 and the decision rule calibrated against strangers ("calibration").
@@ -376,14 +376,15 @@ def _check_description(d, path: Path) -> None:
         raise _Invalid("labels", "must list each entry's label once, in order of first appearance")
     rule = d.get("calibration")
     if rule is not None and not (
-            isinstance(rule, dict) and set(rule) == {"weights", "stranger_mean", "stranger_spread", "source"}
+            isinstance(rule, dict) and set(rule) - {"rule"} == {"weights", "stranger_mean", "stranger_spread", "source"}
+            and (type(rule.get("rule", 1)) is int and 1 <= rule.get("rule", 1) <= RULE)
             and isinstance(rule["weights"], list) and len(rule["weights"]) == len(WEIGHT_BOUNDS)
             and all(_is_number(w, low, high) for w, (low, high) in zip(rule["weights"], WEIGHT_BOUNDS))
             and _is_number(rule["stranger_mean"], -100.0, 100.0) and _is_number(rule["stranger_spread"], 0.0, 100.0)
             and rule["source"] in ("calibrated", "fallback")):
         raise _Invalid("calibration", "must be an object of weights (3 numbers within the bounds a fit can give), "
-                                      "stranger_mean, stranger_spread (numbers in range) and source "
-                                      "(calibrated or fallback)")
+                                      "stranger_mean, stranger_spread (numbers in range), source "
+                                      f"(calibrated or fallback) and rule (1 to {RULE})")
 
 
 def face_problem(face: dict) -> tuple[str, str] | None:

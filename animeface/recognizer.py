@@ -29,7 +29,7 @@ from .errors import BackboneMismatchError, GalleryError, ImageError
 from .gallery import Gallery, box_problem, locked, validate_name
 from .head import SoftmaxHead
 from .io import ImageLike, available_cores, describe, iter_image_files, load_image, pipelined, read_file
-from .thresholds import STRANGER_REFUSAL, Calibration, Normaliser, calibrate, check_refusal
+from .thresholds import RULE, STRANGER_REFUSAL, Calibration, Normaliser, calibrate, check_refusal, gallery_bank
 from .video import DEFAULT_EVERY, Clip, check_every, follow
 
 if TYPE_CHECKING:
@@ -547,7 +547,7 @@ class Recognizer:
         for out, sim_row, row_ids in zip(similarities, sims, rows):
             out[row_ids[row_ids >= 0]] = sim_row[row_ids >= 0]
         if self._normaliser is None:
-            self._normaliser = Normaliser(self.gallery.centroids(), self.embedder.strangers)
+            self._normaliser = Normaliser(self.gallery.centroids(), self._stranger_bank()[0])
         probs = self.head.predict_proba(vectors) if self.head else np.ones((len(vectors), 1), np.float32)
         return self._normaliser(similarities, vectors), np.log(np.maximum(probs, 1e-6))
 
@@ -569,9 +569,10 @@ class Recognizer:
         self.gallery = gallery
         self.head = SoftmaxHead.from_arrays(head_arrays) if head_arrays else None
         stored = description.get("calibration")
-        self._calibration = Calibration(**{**stored, "weights": tuple(stored["weights"])}) if stored else None
+        self._calibration = Calibration(**{"rule": 1, **stored, "weights": tuple(stored["weights"])}) \
+            if stored else None
         self._normaliser = None
-        if self._calibration is None:
+        if self._calibration is None or self._calibration.rule < RULE:  # fitted by an earlier rule
             self._refit()
 
     def _made_here(self, gallery: Gallery) -> bool:
@@ -599,9 +600,13 @@ class Recognizer:
         labels = self.gallery.labels
         n_classes = len(set(labels))
         self.head = SoftmaxHead().fit(self.gallery.vectors, labels) if n_classes >= 2 else None
-        self._calibration = calibrate(self.gallery.vectors, labels, self.head, self.embedder.strangers) \
+        self._calibration = calibrate(self.gallery.vectors, labels, self.head, *self._stranger_bank()) \
             if self._made_here(self.gallery) else None
         self._normaliser = None
+
+    def _stranger_bank(self) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """The embedder's stranger bank as this gallery sees it (thresholds.gallery_bank)."""
+        return gallery_bank(self.gallery.labels, *self.embedder.stranger_bank)
 
     def _progress(self, items, desc, total=None):
         from tqdm import tqdm

@@ -11,6 +11,10 @@ Its three weights are fitted per gallery, by maximum likelihood, on its own face
 held out one at a time (known faces), on each character in turn held out of the
 gallery (a stranger) and on the bank (strangers).
 
+A bank character the gallery enrolled (its training folder's name is one of the
+gallery's labels) is no stranger to it: its faces leave the bank, and come back only
+while that character plays the stranger in calibration (gallery_bank).
+
 The decision refuses a chosen share of strangers (`stranger_refusal`, the one knob):
 a name is kept when its probability clears that quantile of the probabilities
 strangers got in calibration (a normal fit to their log-odds).
@@ -19,6 +23,7 @@ strangers got in calibration (a normal fit to their log-odds).
 from __future__ import annotations
 
 import numbers
+import re
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -44,6 +49,9 @@ MIN_PROBABILITY = 0.5
 FALLBACK_KEEP = 0.9
 #: With nothing at all to calibrate against (one face, no stranger bank): log-odds every name clears.
 NAME_EVERY_FACE = -50.0
+#: The version of the rule a gallery's stored calibration was fitted by; an older one is fitted again.
+#: 2: the bank characters a gallery enrolled are left out of its bank.
+RULE = 2
 #: Columns of each row the weights are fitted on: its best-scoring characters (and its own).
 FIT_COLUMNS = 20
 #: Weights are fitted inside these bounds: a score that falls as similarity rises would be absurd.
@@ -58,6 +66,7 @@ class Calibration:
     stranger_mean: float
     stranger_spread: float
     source: str  # "calibrated" or "fallback"
+    rule: int = RULE
 
     def threshold(self, refusal: float = STRANGER_REFUSAL) -> float:
         """The probability a name needs to refuse this share of strangers, and never less than even
@@ -84,12 +93,47 @@ def check_refusal(refusal: float) -> float:
     return float(refusal)
 
 
+def name_key(name: str) -> str:
+    """A character's name as a gallery label and a bank's training folder are compared: lower case,
+    a leading catalogue number ("000_") and punctuation dropped, words joined by "_"."""
+    words = re.findall(r"[^\W_]+", name.lower())
+    if len(words) > 1 and words[0].isdigit():
+        words = words[1:]
+    return "_".join(words)
+
+
+def gallery_bank(labels, faces: np.ndarray | None, characters: np.ndarray | None,
+                 names) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """(strangers, own): the stranger bank as a gallery of these labels sees it.
+
+    A label names a bank character when its name_key is that of the character's name (the
+    training folder's), with or without the name's qualifier in brackets ("aqua" names
+    "aqua_(konosuba)"). Such a character's faces are no strangers to the gallery: they leave
+    `strangers`, and are `own[label]`, given back when that label plays the stranger in
+    calibration. Telling it by the faces alone failed: an enrolled character's mean lies 0.62-0.87
+    from its own bank faces' mean, a lookalike's up to 0.69 (docs/benchmarks.md).
+    """
+    if faces is None:
+        return None, {}
+    numbers_of: dict[str, set[int]] = {}
+    for number, name in enumerate(names):
+        for key in {name_key(name), name_key(re.sub(r"\([^)]*\)", " ", name))} - {""}:
+            numbers_of.setdefault(key, set()).add(number)
+    own, linked = {}, np.zeros(len(faces), bool)
+    for label in dict.fromkeys(labels):
+        rows = np.isin(characters, sorted(numbers_of.get(name_key(label), ())))
+        if rows.any():
+            own[label] = faces[rows]
+            linked |= rows
+    return faces[~linked], own
+
+
 class Normaliser:
     """Similarities to the enrolled characters' means, normalised against the stranger bank.
 
-    The whole bank is used, even when a user enrolls one of its characters: leaving out the
-    bank characters who looked like an enrolled one also left out the lookalikes that make
-    the best cohort, and cost more than it gained (docs/benchmarks.md).
+    The bank is the gallery's (gallery_bank): leaving out the bank characters who merely looked
+    like an enrolled one also left out the lookalikes that make the best cohort, and cost more
+    than it gained (docs/benchmarks.md); only those it enrolled are left out.
     """
 
     def __init__(self, means: np.ndarray, faces: np.ndarray | None):
@@ -98,13 +142,14 @@ class Normaliser:
         if self.strangers is not None:
             self.class_mean, self.class_spread = _cohort(self.strangers @ means.T, axis=0)
 
-    def __call__(self, similarities: np.ndarray, faces: np.ndarray, bank_rows: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, similarities: np.ndarray, faces: np.ndarray, bank_rows: np.ndarray | None = None,
+                 more: np.ndarray | None = None) -> np.ndarray:
         """Normalised scores of `faces` (n, dim) from their similarities (n, K) to the means; the
         raw similarities when there is no bank. bank_rows: for faces of the bank itself, their
-        rows, left out of their own cohort."""
+        rows, left out of their own cohort. more: faces that join the bank for these faces' own side."""
         if self.strangers is None:
             return similarities
-        to_bank = faces @ self.strangers.T
+        to_bank = faces @ (self.strangers if more is None else np.concatenate([self.strangers, more])).T
         if bank_rows is not None:
             to_bank[np.arange(len(faces)), bank_rows] = -np.inf
         face_mean, face_spread = _cohort(to_bank, axis=1)
@@ -121,11 +166,12 @@ def _cohort(similarities: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray
 
 
 def calibrate(vectors: np.ndarray, labels: list[str], head: SoftmaxHead | None,
-              bank: np.ndarray | None) -> Calibration:
+              bank: np.ndarray | None, own: dict[str, np.ndarray] | None = None) -> Calibration:
     """Fit a gallery's decision rule on its own faces and the stranger bank (see the module's text).
 
     The head must be the one just fitted on these vectors: its exact leave-one-out probabilities
-    stand for faces the gallery has not seen. bank: the embedder's stranger bank, or None.
+    stand for faces the gallery has not seen. bank, own: the gallery's stranger bank (or None) and
+    its enrolled characters' own bank faces, as gallery_bank gives them.
     """
     vectors = np.asarray(vectors, np.float32)
     if not len(vectors):
@@ -142,12 +188,16 @@ def calibrate(vectors: np.ndarray, labels: list[str], head: SoftmaxHead | None,
         rows = np.arange(min(len(y), LEAVE_ONE_OUT_ROWS))
         probs = np.ones((len(rows), 1), np.float32)
     picked = np.arange(len(rows))
-    scores = normalise(_similarity_per_class(vectors, y, rows, len(classes)), vectors[rows])
+    similarities = _similarity_per_class(vectors, y, rows, len(classes))
+    scores = normalise(similarities, vectors[rows])
     log_probs = np.log(np.maximum(probs, 1e-6))
     known = counts[y[rows]] >= 2  # a face alone in its character has nothing to be near
     groups = [(scores[known], log_probs[known], y[rows][known])]
     if len(classes) >= 2:  # each face as a stranger: its own character never enrolled
         left_out = scores.copy()
+        for label, faces in (own or {}).items():  # never enrolled, it would be in the bank
+            mine = y[rows] == index[label]
+            left_out[mine] = normalise(similarities[mine], vectors[rows][mine], more=faces)
         left_out[picked, y[rows]] = -np.inf
         others = probs.copy()
         others[picked, y[rows]] = 0.0

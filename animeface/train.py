@@ -251,7 +251,8 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
         "pair_similarity": calibration,
         "stranger_bank": {"faces": len(projection.strangers),
                           "characters": int(len(np.unique(projection.stranger_characters))),
-                          "what": "projected faces of the training characters, original view"},
+                          "what": "projected faces of the training characters, original view",
+                          "names": [label.partition(":")[2] for label in np.unique(labels)]},
     }
     return projection.save(path, card)
 

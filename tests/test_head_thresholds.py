@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from animeface.head import SoftmaxHead
-from animeface.thresholds import Normaliser, calibrate, class_means
+from animeface.thresholds import Normaliser, calibrate, class_means, gallery_bank
 
 DIM = 64
 
@@ -128,3 +128,17 @@ def test_a_gallery_of_single_faces_falls_back():
     vectors, labels = clusters(3, 1, seed=7)
     head = SoftmaxHead().fit(vectors, labels)
     assert calibrate(vectors, labels, head, None).source == "fallback"
+
+
+def test_a_bank_character_a_gallery_enrolls_under_its_name_leaves_that_gallery_s_bank():
+    names = ["gura", "000_hatsune_miku", "aqua_(konosuba)", "abigail_williams_(fate)"]
+    characters = np.repeat(np.arange(len(names)), 3)
+    faces = np.arange(len(characters), dtype=np.float32)[:, None]
+    labels = ["gura", "Hatsune Miku", "aqua (hololive)", "Abigail Williams", "my gura", "gura"]
+    strangers, own = gallery_bank(labels, faces, characters, names)
+    assert sorted(own) == ["Abigail Williams", "Hatsune Miku", "gura"]  # another Aqua, and "my gura", are not
+    assert own["Hatsune Miku"].ravel().tolist() == [3, 4, 5] and own["Abigail Williams"].ravel().tolist() == [9, 10, 11]
+    assert strangers.ravel().tolist() == [6, 7, 8]
+    assert gallery_bank(labels, faces, characters, [])[0].ravel().tolist() == list(range(12))  # a card without names
+    assert gallery_bank(labels, None, None, []) == (None, {})
+

@@ -338,6 +338,8 @@ TAMPERINGS = {
     "calibration weights no fit gives": (edit_json(lambda d: d["calibration"].update(weights=[-100, -100, -100])),
                                          "calibration"),
     "calibration spread negative": (edit_json(lambda d: d["calibration"].update(stranger_spread=-1.0)), "calibration"),
+    "calibration by a rule from the future": (edit_json(lambda d: d["calibration"].update(rule=99)), "calibration"),
+    "calibration rule as text": (edit_json(lambda d: d["calibration"].update(rule="2")), "calibration"),
     "an entry's sha256": (edit_json(lambda d: d["entries"][3].update(sha256=None)), r"entries\[3\].sha256"),
     # issue 19, break 8: a box no picture could hold
     "an entry's box past any picture": (edit_json(lambda d: d["entries"][2].update(box=[0, 0, 1, 10 ** 9])),
@@ -559,6 +561,17 @@ def test_a_projection_whose_mean_is_not_finite_is_refused(tmp_path, bad):
         animeface.Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, projection=path)
 
 
+def _named_bank(tmp_path, names):
+    """A sound projection whose card names its bank's characters by `names` (None: the bank is text)."""
+    npz = npz_of(mean=npy_bytes(np.zeros(768, np.float32)), matrix=npy_bytes(np.eye(768, 8, dtype=np.float32)),
+                 recipe=npy_bytes(np.array(json.dumps(RECIPE))), **{k: npy_bytes(v) for k, v in BANK.items()})
+    import hashlib
+
+    bank = "__import__('os')" if names is None else {"names": names}
+    return tampered_projection(tmp_path, npz, json.dumps(
+        {"name": "p", "backbone_id": RANDOM_BACKBONE, "sha256": hashlib.sha256(npz).hexdigest(), "stranger_bank": bank}))
+
+
 def _projection_fifo(tmp_path):
     path = tampered_projection(tmp_path, b"")
     path.unlink()
@@ -579,6 +592,9 @@ PROJECTION_TAMPERINGS = {
         recipe=npy_bytes(np.array(json.dumps(RECIPE))), strangers=npy_bytes(BANK["strangers"]),
         stranger_characters=npy_bytes(np.zeros(4, np.int32)))),
     "a card nested 100,000 deep": lambda tmp: tampered_projection(tmp, b"PK", "[" * 100_000 + "]" * 100_000),
+    "a card naming the bank's characters with numbers": lambda tmp: _named_bank(tmp, [1, 2]),
+    "a card naming three characters of a bank of two": lambda tmp: _named_bank(tmp, ["a", "b", "c"]),
+    "a card whose stranger bank is text": lambda tmp: _named_bank(tmp, None),
     "a recipe nested 100,000 deep": lambda tmp: tampered_projection(tmp, npz_of(
         mean=npy_bytes(np.zeros(768, np.float32)), matrix=npy_bytes(np.eye(768, 8, dtype=np.float32)),
         recipe=npy_bytes(np.array("[" * 100_000 + "]" * 100_000)), **{k: npy_bytes(v) for k, v in BANK.items()})),

@@ -197,6 +197,15 @@ def test_detect_faces_finds_faces_in_illustrations(shared_data):
             assert w > 0 and h > 0 and 0.0 <= box.score <= 1.0
 
 
+def test_a_gallery_calibrated_by_an_earlier_rule_is_calibrated_again_when_opened(gallery_copy):
+    fitted = open_copy(gallery_copy).calibration
+    description = json.loads((gallery_copy / "gallery.json").read_text())
+    assert description["calibration"].pop("rule") == fitted.rule  # as the previous release wrote it: no rule
+    description["calibration"]["weights"] = [1.0, 1.0, 1.0]
+    (gallery_copy / "gallery.json").write_text(json.dumps(description))
+    assert open_copy(gallery_copy).calibration == fitted
+
+
 def test_a_gallery_from_an_earlier_version_says_to_enroll_again(gallery_copy):
     # as the previous release wrote it: format 2, the anime-faces-v1 embedder, similarity and probability thresholds
     description = json.loads((gallery_copy / "gallery.json").read_text())
