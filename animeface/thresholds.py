@@ -110,8 +110,8 @@ def gallery_bank(labels, faces: np.ndarray | None, characters: np.ndarray | None
     training folder's), with or without the name's qualifier in brackets ("aqua" names
     "aqua_(konosuba)"). Such a character's faces are no strangers to the gallery: they leave
     `strangers`, and are `own[label]`, given back when that label plays the stranger in
-    calibration. Telling it by the faces alone failed: an enrolled character's mean lies 0.62-0.87
-    from its own bank faces' mean, a lookalike's up to 0.69 (docs/benchmarks.md).
+    calibration. The faces alone do not tell it: an enrolled character's mean can lie farther from
+    its own bank faces than a lookalike's does (docs/benchmarks.md).
     """
     if faces is None:
         return None, {}
