@@ -32,6 +32,8 @@ def test_train_writes_a_projection_and_its_card_the_same_for_a_seed(tmp_path, ca
     assert first.sha256 == second.sha256, "the same data and seed give the same file"
     card = json.loads((tmp_path / "a" / "mine.json").read_text())
     assert card["seed"] == 3 and card["backbone_id"] == RANDOM_BACKBONE and card["characters"] == 10
+    # the bank's characters by their folders' names, so a gallery enrolling one of them can tell
+    assert first.stranger_names == TEN and sorted(set(first.stranger_characters)) == list(range(10))
     assert card["command"].startswith("animeface train ") and "--seed 3" in card["command"]
     measured = card["left_out_characters_top1"]["trained"]
     assert measured["5 shots"] is not None and measured["20 shots"] is None, "6 pictures each: 20 shots unmeasurable"
