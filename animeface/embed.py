@@ -184,7 +184,8 @@ class Projection:
             names = bank.get("names", []) if isinstance(bank, dict) else None
             if not (isinstance(names, list) and all(isinstance(n, str) and len(n) <= MAX_NAME for n in names)
                     and (not names or len(names) == characters.max() + 1)):
-                raise ValueError("stranger_bank.names must list one name (text) per character of the bank")
+                raise ValueError(f"stranger_bank.names must list one name (text of at most {MAX_NAME} characters) per "
+                                 "character of the bank")
         return cls(mean, matrix, recipe, strangers, characters, card, digest)
 
 

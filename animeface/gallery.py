@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from . import files
+from .boxes import iou
 from .embed import Recipe
 from .errors import CharacterNameError, GalleryError
 from .io import max_pixels
-from .thresholds import RULE, WEIGHT_BOUNDS, class_means
+from .thresholds import WEIGHT_BOUNDS, class_means
 
 #: 2: vectors from the trained embedder; preprocessing records its recipe and projection.
 #: 3: the embedder anime-faces-v2 and the decision rule calibrated against strangers ("calibration").
@@ -50,6 +51,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NOT_IN_NAMES = ("Cc", "Zl", "Zp")
 #: Exact search is fastest up to about this many characters; above it, HNSW.
 EXACT_SEARCH_LIMIT = 100_000
+#: Two boxes of one picture overlapping this much (intersection over union) frame the same face.
+SAME_FACE_IOU = 0.5
 
 
 def validate_name(name: str) -> str:
@@ -119,6 +122,12 @@ class Gallery:
     def has(self, label: str, sha256: str, box: list | None = None) -> bool:
         """Whether a face of this picture (and, if given, this box) is enrolled under label."""
         return any(e["label"] == label and e["sha256"] == sha256 and box in (None, e.get("box")) for e in self.entries)
+
+    def enrolled_as(self, sha256: str, box) -> str | None:
+        """The name this face is enrolled under, if any: an entry of the same picture whose box covers
+        much the same place (intersection over union from SAME_FACE_IOU). One face is one character."""
+        return next((e["label"] for e in self.entries if e["sha256"] == sha256 and "box" in e
+                     and iou(e["box"], box) >= SAME_FACE_IOU), None)
 
     def add(self, vectors: np.ndarray, entries: list[dict]) -> None:
         vectors = np.asarray(vectors, np.float32).reshape(-1, self.dim)
@@ -377,14 +386,14 @@ def _check_description(d, path: Path) -> None:
     rule = d.get("calibration")
     if rule is not None and not (
             isinstance(rule, dict) and set(rule) - {"rule"} == {"weights", "stranger_mean", "stranger_spread", "source"}
-            and (type(rule.get("rule", 1)) is int and 1 <= rule.get("rule", 1) <= RULE)
+            and type(rule.get("rule", 1)) is int and rule.get("rule", 1) >= 1
             and isinstance(rule["weights"], list) and len(rule["weights"]) == len(WEIGHT_BOUNDS)
             and all(_is_number(w, low, high) for w, (low, high) in zip(rule["weights"], WEIGHT_BOUNDS))
             and _is_number(rule["stranger_mean"], -100.0, 100.0) and _is_number(rule["stranger_spread"], 0.0, 100.0)
             and rule["source"] in ("calibrated", "fallback")):
         raise _Invalid("calibration", "must be an object of weights (3 numbers within the bounds a fit can give), "
                                       "stranger_mean, stranger_spread (numbers in range), source "
-                                      f"(calibrated or fallback) and rule (1 to {RULE})")
+                                      "(calibrated or fallback) and rule (a whole number from 1; another version's is fitted again)")
 
 
 def face_problem(face: dict) -> tuple[str, str] | None:

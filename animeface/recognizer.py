@@ -190,8 +190,8 @@ class Recognizer:
         """Add a character from pictures (paths, folders, bytes, arrays or PIL images).
 
         Each picture gives one face: with several detected, the largest. Pictures
-        already enrolled for this name, unreadable ones and faceless ones are
-        skipped and listed in the report.
+        already enrolled for this name, faces enrolled under another name (one face is
+        one character), unreadable pictures and faceless ones are skipped and listed in the report.
         """
         name = validate_name(name)
         _check_faces(faces)
@@ -218,6 +218,10 @@ class Recognizer:
                 report.skipped.append((label, "no face found (pass faces='whole' if it is already a face crop)"))
                 continue
             largest = max(range(len(boxes)), key=lambda i: boxes[i].w * boxes[i].h)
+            other = self.gallery.enrolled_as(digest, boxes[largest])
+            if other is not None:
+                report.skipped.append((label, f"its face is enrolled as {other}"))
+                continue
             seen.add(digest)
             crops.append(face_crops[largest])
             entry = {"label": name, "source": label, "sha256": digest, **placed(boxes[largest])}
@@ -238,10 +242,11 @@ class Recognizer:
         """Add one face chosen by a person: the box (x, y, w, h) of the picture, turned upright by
         `angle` (a detected box's `angle`), or the whole picture as a face crop when box is None.
         Returns the gallery entry added, which forget_face takes to undo it. The same face of the
-        same picture under the same name is a ValueError."""
+        same picture enrolled already (under any name: one face is one character) is a ValueError."""
         name = validate_name(name)
         label = source or describe(image)
-        rgb = load_image(image, name=label)
+        data = _read(image, label)
+        rgb = load_image(data, name=label)
         h, w = rgb.shape[:2]
         if not -180 <= angle <= 180:  # NaN too
             raise ValueError(f"angle must be degrees from -180 to 180, got {angle}")
@@ -256,9 +261,11 @@ class Recognizer:
                 raise ValueError(f"box {problem}")
             box = Box(*box, angle=float(angle))
             crop = crop_face(rgb, box, self.embedder.input_size, self.margin)
-        entry = {"label": name, "source": label, "sha256": _sha256(image), **placed(box)}
-        if self.gallery.has(name, entry["sha256"], entry["box"]):
-            raise ValueError(f"this face of {label} is already enrolled as {name}")
+        entry = {"label": name, "source": label, "sha256": _sha256(data), **placed(box)}
+        enrolled_as = self.gallery.enrolled_as(entry["sha256"], box)
+        if enrolled_as is not None:
+            hint = "" if enrolled_as == name else "; forget it there first to name it again"
+            raise ValueError(f"this face of {label} is already enrolled as {enrolled_as}{hint}")
         self.gallery.add(self.embedder.embed(crop[None]), [entry])
         self._refit()
         return entry
@@ -407,7 +414,7 @@ class Recognizer:
     def enroll_group(self, name: str, run: os.PathLike, number: int) -> EnrollReport:
         """Enroll every face of group `number` (1 = the largest) of a run saved by `cluster --out`,
         from its saved vectors: nothing is embedded again. As enroll, one face per picture, and
-        pictures already enrolled under this name are skipped."""
+        pictures already enrolled under this name, or faces under another, are skipped."""
         from .cluster import Clusters
 
         name = validate_name(name)
@@ -424,6 +431,10 @@ class Recognizer:
             face = clusters.faces[row]
             if face.sha256 in seen or self.gallery.has(name, face.sha256):
                 report.skipped.append((face.source, f"already enrolled as {name}"))
+                continue
+            other = self.gallery.enrolled_as(face.sha256, face.box)
+            if other is not None:
+                report.skipped.append((face.source, f"its face is enrolled as {other}"))
                 continue
             seen.add(face.sha256)
             rows.append(row)
@@ -572,7 +583,7 @@ class Recognizer:
         self._calibration = Calibration(**{"rule": 1, **stored, "weights": tuple(stored["weights"])}) \
             if stored else None
         self._normaliser = None
-        if self._calibration is None or self._calibration.rule < RULE:  # fitted by an earlier rule
+        if self._calibration is None or self._calibration.rule != RULE:  # fitted by another version's rule
             self._refit()
 
     def _made_here(self, gallery: Gallery) -> bool:

@@ -13,7 +13,8 @@ gallery (a stranger) and on the bank (strangers).
 
 A bank character the gallery enrolled (its training folder's name is one of the
 gallery's labels) is no stranger to it: its faces leave the bank, and come back only
-while that character plays the stranger in calibration (gallery_bank).
+while that character plays the stranger in calibration, as long as half the bank's
+characters stay (gallery_bank).
 
 The decision refuses a chosen share of strangers (`stranger_refusal`, the one knob):
 a name is kept when its probability clears that quantile of the probabilities
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import numbers
 import re
+import unicodedata
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -49,9 +51,12 @@ MIN_PROBABILITY = 0.5
 FALLBACK_KEEP = 0.9
 #: With nothing at all to calibrate against (one face, no stranger bank): log-odds every name clears.
 NAME_EVERY_FACE = -50.0
-#: The version of the rule a gallery's stored calibration was fitted by; an older one is fitted again.
+#: The version of the rule a gallery's stored calibration was fitted by; another one is fitted again.
 #: 2: the bank characters a gallery enrolled are left out of its bank.
-RULE = 2
+#: 3: only while MIN_STRANGER_SHARE of them stay; names matched in any word order, with qualifiers.
+RULE = 3
+#: The share of the stranger bank's characters a gallery's bank keeps at the least (gallery_bank).
+MIN_STRANGER_SHARE = 0.5
 #: Columns of each row the weights are fitted on: its best-scoring characters (and its own).
 FIT_COLUMNS = 20
 #: Weights are fitted inside these bounds: a score that falls as similarity rises would be absurd.
@@ -94,37 +99,50 @@ def check_refusal(refusal: float) -> float:
 
 
 def name_key(name: str) -> str:
-    """A character's name as a gallery label and a bank's training folder are compared: lower case,
-    a leading catalogue number ("000_") and punctuation dropped, words joined by "_"."""
-    words = re.findall(r"[^\W_]+", name.lower())
+    """A character's name as a gallery label and a bank's training folder are compared: Unicode
+    compatibility forms folded (full-width letters), lower case, a leading catalogue number ("000_")
+    and punctuation dropped, the words in alphabetical order (given and family names in either)."""
+    words = re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", name).lower())
     if len(words) > 1 and words[0].isdigit():
         words = words[1:]
-    return "_".join(words)
+    return "_".join(sorted(words))
+
+
+def names_match(label: str, name: str) -> bool:
+    """Whether a gallery label names the bank character of this training folder's name: the same
+    name_key once any bracketed qualifier is set aside, and the same qualifier where both have one
+    ("aqua" and "Aqua (KonoSuba)" name "aqua_(konosuba)", "aqua (hololive)" does not)."""
+    (base, qualifier), (bank_base, bank_qualifier) = _name_parts(label), _name_parts(name)
+    return base != "" and base == bank_base and (qualifier == bank_qualifier or "" in (qualifier, bank_qualifier))
+
+
+def _name_parts(name: str) -> tuple[str, str]:
+    """(the name_key of a name without its bracketed qualifiers, that of the qualifiers)."""
+    return name_key(re.sub(r"\([^)]*\)", " ", name)), name_key(" ".join(re.findall(r"\(([^)]*)\)", name)))
 
 
 def gallery_bank(labels, faces: np.ndarray | None, characters: np.ndarray | None,
                  names) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
     """(strangers, own): the stranger bank as a gallery of these labels sees it.
 
-    A label names a bank character when its name_key is that of the character's name (the
-    training folder's), with or without the name's qualifier in brackets ("aqua" names
-    "aqua_(konosuba)"). Such a character's faces are no strangers to the gallery: they leave
+    A bank character a label names (names_match) is no stranger to the gallery: its faces leave
     `strangers`, and are `own[label]`, given back when that label plays the stranger in
     calibration. The faces alone do not tell it: an enrolled character's mean can lie farther from
-    its own bank faces than a lookalike's does (docs/benchmarks.md).
+    its own bank faces than a lookalike's does (docs/benchmarks.md). A gallery that names more
+    than 1 - MIN_STRANGER_SHARE of the bank's characters keeps the whole bank: a bank of a few
+    characters stood for strangers so badly that most of them were named.
     """
     if faces is None:
         return None, {}
-    numbers_of: dict[str, set[int]] = {}
-    for number, name in enumerate(names):
-        for key in {name_key(name), name_key(re.sub(r"\([^)]*\)", " ", name))} - {""}:
-            numbers_of.setdefault(key, set()).add(number)
     own, linked = {}, np.zeros(len(faces), bool)
     for label in dict.fromkeys(labels):
-        rows = np.isin(characters, sorted(numbers_of.get(name_key(label), ())))
+        numbers = [number for number, name in enumerate(names) if names_match(label, name)]
+        rows = np.isin(characters, numbers)
         if rows.any():
             own[label] = faces[rows]
             linked |= rows
+    if len(np.unique(characters[~linked])) < MIN_STRANGER_SHARE * len(np.unique(characters)):
+        return faces, {}
     return faces[~linked], own
 
 

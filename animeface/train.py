@@ -26,7 +26,7 @@ import numpy as np
 from . import models
 from .files import write_bytes
 from .crop import crop_face, whole_image
-from .embed import Embedder, Projection, Recipe
+from .embed import MAX_NAME, Embedder, Projection, Recipe
 from .errors import AnimefaceError, ImageError, ModelError
 from .evaluate import character_folders
 from .io import load_image
@@ -252,7 +252,7 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
         "stranger_bank": {"faces": len(projection.strangers),
                           "characters": int(len(np.unique(projection.stranger_characters))),
                           "what": "projected faces of the training characters, original view",
-                          "names": [label.partition(":")[2] for label in np.unique(labels)]},
+                          "names": [label.partition(":")[2][:MAX_NAME] for label in np.unique(labels)]},
     }
     return projection.save(path, card)
 

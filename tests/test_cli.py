@@ -141,10 +141,10 @@ def test_identify_streams_each_result_and_stderr_holds_only_our_lines(tmp_path, 
 # -- 3. face crops -------------------------------------------------------------------------
 
 
-def test_a_face_crop_is_taken_whole_in_auto_mode_and_the_output_says_so(gallery_copy):
+def test_a_face_crop_is_taken_whole_in_auto_mode_and_the_output_says_so(tmp_path):
     from animeface.io import load_image
 
-    rec = Recognizer(gallery_copy, backbone=RANDOM_BACKBONE, cascade=CASCADE, detector="cascade", progress=False)
+    rec = Recognizer(tmp_path / "g", backbone=RANDOM_BACKBONE, cascade=CASCADE, detector="cascade", progress=False)
     rgb = load_image(EYE_ONLY)
     (eye,), _ = rec.face_crops(rgb, "detect")
     assert max(eye.w, eye.h) < rgb.shape[0] / 2, "the cascade finds only the eye"
@@ -231,9 +231,9 @@ def test_a_bad_name_is_a_message_and_a_bad_subfolder_spares_the_others(capsys, t
     code, out, err = run(capsys, "enroll", "a/b", crops("gura", 0, 1)[0], "--gallery", tmp_path / "g")
     assert code == EXIT_ERROR and err.startswith("animeface: error: character name 'a/b'") and "Traceback" not in err
     root = tmp_path / "people"
-    for name in (*CHARACTERS[:2], "x" * 210):
+    for n, name in enumerate((*CHARACTERS[:2], "x" * 210)):
         (root / name).mkdir(parents=True)
-        for p in crops(CHARACTERS[0], 0, 2):
+        for p in crops(CHARACTERS[0], 2 * n, 2):
             (root / name / p.name).symlink_to(p)
     code, out, err = run(capsys, "enroll", "--folders", root, "--faces", "whole", "--gallery", tmp_path / "g", "-q")
     assert code == EXIT_SOME_FAILED and err.count("animeface: failed:") == 1 and "the limit is 200" in err

@@ -131,14 +131,26 @@ def test_a_gallery_of_single_faces_falls_back():
 
 
 def test_a_bank_character_a_gallery_enrolls_under_its_name_leaves_that_gallery_s_bank():
-    names = ["gura", "000_hatsune_miku", "aqua_(konosuba)", "abigail_williams_(fate)"]
+    names = ["gura", "000_hatsune_miku", "aqua_(konosuba)", "abigail_williams_(fate)", "ina", "kiara", "ame", "bae"]
     characters = np.repeat(np.arange(len(names)), 3)
     faces = np.arange(len(characters), dtype=np.float32)[:, None]
-    labels = ["gura", "Hatsune Miku", "aqua (hololive)", "Abigail Williams", "my gura", "gura"]
+    labels = ["Ｇｕｒａ", "Miku Hatsune", "aqua (hololive)", "Abigail Williams (Fate)", "my gura", "gura"]
     strangers, own = gallery_bank(labels, faces, characters, names)
-    assert sorted(own) == ["Abigail Williams", "Hatsune Miku", "gura"]  # another Aqua, and "my gura", are not
-    assert own["Hatsune Miku"].ravel().tolist() == [3, 4, 5] and own["Abigail Williams"].ravel().tolist() == [9, 10, 11]
-    assert strangers.ravel().tolist() == [6, 7, 8]
-    assert gallery_bank(labels, faces, characters, [])[0].ravel().tolist() == list(range(12))  # a card without names
+    assert sorted(own) == ["Abigail Williams (Fate)", "Miku Hatsune", "gura", "Ｇｕｒａ"]  # another Aqua, "my gura" not
+    assert own["Miku Hatsune"].ravel().tolist() == [3, 4, 5] and own["Ｇｕｒａ"].ravel().tolist() == [0, 1, 2]
+    assert strangers.ravel().tolist() == [6, 7, 8] + list(range(12, 24))
+    assert gallery_bank(["Aqua (KonoSuba)"], faces, characters, names)[1]["Aqua (KonoSuba)"].ravel().tolist() == [6, 7, 8]
+    assert gallery_bank(labels, faces, characters, [])[0].ravel().tolist() == list(range(24))  # a card without names
     assert gallery_bank(labels, None, None, []) == (None, {})
+
+
+def test_a_gallery_that_enrolls_most_of_the_bank_keeps_all_of_it():
+    # a bank of a few characters stands for strangers so badly that most of them get named
+    names = [f"character {n}" for n in range(10)]
+    characters = np.repeat(np.arange(len(names)), 2)
+    faces = np.arange(len(characters), dtype=np.float32)[:, None]
+    strangers, own = gallery_bank(names[:5], faces, characters, names)
+    assert len(own) == 5 and len(strangers) == 10
+    strangers, own = gallery_bank(names[:6], faces, characters, names)
+    assert own == {} and len(strangers) == len(faces)
 

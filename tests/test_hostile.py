@@ -338,7 +338,8 @@ TAMPERINGS = {
     "calibration weights no fit gives": (edit_json(lambda d: d["calibration"].update(weights=[-100, -100, -100])),
                                          "calibration"),
     "calibration spread negative": (edit_json(lambda d: d["calibration"].update(stranger_spread=-1.0)), "calibration"),
-    "calibration by a rule from the future": (edit_json(lambda d: d["calibration"].update(rule=99)), "calibration"),
+    "calibration by rule 0": (edit_json(lambda d: d["calibration"].update(rule=0)), "calibration"),
+    "calibration rule a truth value": (edit_json(lambda d: d["calibration"].update(rule=True)), "calibration"),
     "calibration rule as text": (edit_json(lambda d: d["calibration"].update(rule="2")), "calibration"),
     "an entry's sha256": (edit_json(lambda d: d["entries"][3].update(sha256=None)), r"entries\[3\].sha256"),
     # issue 19, break 8: a box no picture could hold

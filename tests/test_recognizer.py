@@ -42,6 +42,20 @@ def test_enrolling_the_same_file_twice_adds_it_once(gallery_copy):
     assert rec.characters["calli"] == ENROLL_SHOTS
 
 
+def test_a_face_enrolled_under_one_name_is_not_enrolled_under_another(gallery_copy):
+    # a folder enrolled again under its folder's name must not give its faces a second character
+    rec = open_copy(gallery_copy)
+    again = crops("calli", 0, 2)
+    report = rec.enroll("Mori Calliope", again + crops("calli", 20, 1), faces="whole")
+    assert [why for _, why in report.skipped] == ["its face is enrolled as calli"] * 2
+    assert [u["source"] for u in report.used] == [str(crops("calli", 20, 1)[0])]
+    assert rec.characters["calli"] == ENROLL_SHOTS and rec.characters["Mori Calliope"] == 1
+    with pytest.raises(ValueError, match="already enrolled as calli; forget it there first"):
+        rec.enroll_face("Mori Calliope", again[0])
+    rec.forget("calli")
+    assert rec.enroll("Mori Calliope", again, faces="whole").skipped == []
+
+
 def test_held_out_faces_are_mostly_named_right(gallery_copy):
     # random weights cannot tell strangers apart: refuse only half of them, so that names come through
     rec = open_copy(gallery_copy, stranger_refusal=0.5)
@@ -197,10 +211,13 @@ def test_detect_faces_finds_faces_in_illustrations(shared_data):
             assert w > 0 and h > 0 and 0.0 <= box.score <= 1.0
 
 
-def test_a_gallery_calibrated_by_an_earlier_rule_is_calibrated_again_when_opened(gallery_copy):
+@pytest.mark.parametrize("rule", [None, 1, 2, 99], ids=["no rule", "rule 1", "rule 2", "a later version's rule"])
+def test_a_gallery_calibrated_by_another_version_s_rule_is_calibrated_again_when_opened(gallery_copy, rule):
     fitted = open_copy(gallery_copy).calibration
     description = json.loads((gallery_copy / "gallery.json").read_text())
-    assert description["calibration"].pop("rule") == fitted.rule  # as the previous release wrote it: no rule
+    assert description["calibration"].pop("rule") == fitted.rule  # the releases before rule 2 wrote none
+    if rule is not None:
+        description["calibration"]["rule"] = rule
     description["calibration"]["weights"] = [1.0, 1.0, 1.0]
     (gallery_copy / "gallery.json").write_text(json.dumps(description))
     assert open_copy(gallery_copy).calibration == fitted
