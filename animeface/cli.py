@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "face and candidate, the map (rows top to bottom) and the "
                                                        "colour histogram's share")
 
-    p = _command(sub, "cluster", "group the faces nobody has enrolled by character", cmd_cluster,
+    p = _command(sub, "cluster", "group the faces nobody has enrolled by character (a group needs at least 5 faces "
+                                 "alike: enough to enroll from)", cmd_cluster,
                  "animeface cluster new_pictures/ --out groups/    # then open groups/index.html\n"
                  "animeface enroll 'Hatsune Miku' --cluster 1 --from groups/\n"
                  "animeface cluster face_crops/ --faces whole --json\n"
@@ -227,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "crops, taken whole")
     p.add_argument("--group-unknown", action="store_true",
                    help="file the pictures with no named face into _unknown/group-01/, group-02/, ... by character "
-                        "(01 the largest group), grouped as 'animeface cluster' groups them; a picture whose faces "
-                        "fit no group goes to _unknown/. Needs no gallery: without one, every picture with a face "
+                        "(01 the largest group), grouped as 'animeface cluster' groups them (a group needs at least 5 "
+                        "faces); a picture whose faces fit no group goes to _unknown/. Needs no gallery: without one, every picture with a face "
                         "is grouped. With no gallery yet at the default place, sort does this by itself")
     p.add_argument("--similarity", type=float, metavar="S",
                    help="with --group-unknown: mean cosine similarity two groups need to merge (default: from the "
@@ -870,6 +871,7 @@ def _free_name(path: Path) -> Path:
 def cmd_sort(args) -> int:
     from tqdm import tqdm
 
+    from .cluster import MIN_GROUP
     from .sort import UNKNOWN, check_folders, sort_folder, undo
 
     if args.undo:
@@ -919,6 +921,9 @@ def cmd_sort(args) -> int:
     if groups and not summary.dry_run:
         hint = (f"name a group: animeface enroll NAME {Path(args.dst) / groups[0]}/ ; then "
               f"'animeface sort --undo {args.dst}' and sort again to file its pictures under NAME")
+    elif grouping and summary.folders.get(UNKNOWN):
+        hint = (f"no group formed: a group needs {MIN_GROUP} or more unknown faces alike, so the unknown pictures "
+                f"are in {UNKNOWN}/ as they are")
     if args.json:
         print(json.dumps({**summary.to_dict(), "hint": hint or None}, ensure_ascii=False))
     else:

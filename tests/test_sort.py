@@ -344,6 +344,20 @@ def test_sort_with_no_gallery_yet_groups_the_faces_and_says_how_to_name_a_group(
     assert main(["sort", str(two_characters), str(dst), "--similarity", "0.5"]) == 2, "--similarity needs grouping"
 
 
+def test_a_grouping_sort_that_forms_no_group_says_why(two_characters, tmp_path, capsys, monkeypatch):
+    from animeface import cluster
+
+    monkeypatch.setattr(cluster, "group", lambda vectors, threshold, pictures: np.full(len(vectors), -1))
+    dst = tmp_path / "sorted"
+    argv = ["sort", str(two_characters), str(dst), "--group-unknown", "--similarity", str(ONE_GROUP), "--faces", "auto",
+            "--backbone", RANDOM_BACKBONE, "-q"]
+    assert main(argv) == 0
+    assert {p.rsplit("/", 1)[0] for p in tree(dst)} == {"_unknown"}
+    out = capsys.readouterr().out
+    assert f"no group formed: a group needs {cluster.MIN_GROUP} or more unknown faces alike" in out
+    assert "name a group" not in out
+
+
 def test_an_interrupted_group_unknown_run_resumes_into_the_same_groups(two_characters, tmp_path, empty_rec,
                                                                        monkeypatch, one_group):
     from animeface import cluster, sort
