@@ -54,20 +54,19 @@ def nms(rects: np.ndarray, scores: np.ndarray, max_iou: float) -> list[int]:
     return kept
 
 
-def iou(a, b) -> float:
-    """Intersection over union of two boxes (x, y, w, h)."""
-    inter = _intersection(a, b)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _overlaps(a, b, max_iou: float) -> bool:
-    inter = _intersection(a, b)
-    smaller = min(a[2] * a[3], b[2] * b[3])
-    return inter > max_iou * (a[2] * a[3] + b[2] * b[3] - inter) or inter > 0.7 * smaller
-
-
-def _intersection(a, b) -> float:
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy
+    inter = ix * iy
+    smaller = min(a[2] * a[3], b[2] * b[3])
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter > max_iou * union or inter > 0.7 * smaller
+
+
+def same_place(a, b) -> bool:
+    """Whether two boxes (x, y, w, h) of one picture frame the same face: either's centre lies in
+    the other (a looser or a tighter box of it, another detector's, the whole crop it fills)."""
+    def inside(p, q):
+        cx, cy = p[0] + p[2] / 2, p[1] + p[3] / 2
+        return q[0] <= cx <= q[0] + q[2] and q[1] <= cy <= q[1] + q[3]
+    return inside(a, b) or inside(b, a)

@@ -207,9 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="the names alone, one a line")
     p.add_argument("--json", action="store_true", help="print the characters and their counts as one JSON object")
 
-    p = _command(sub, "forget", "remove a character from the gallery", cmd_forget,
-                 "animeface forget 'Hatsune Miku'", network=False)
+    p = _command(sub, "forget", "remove a character, or some of its pictures, from the gallery", cmd_forget,
+                 "animeface forget 'Hatsune Miku'\n"
+                 "animeface forget 'Hatsune Miku' wrong1.png wrong2.png   # only the faces of these pictures",
+                 network=False)
     p.add_argument("name", help="character name")
+    p.add_argument("pictures", nargs="*", metavar="PICTURE",
+                   help="forget only this character's faces of these pictures (known by their content), so that "
+                        "they can be enrolled under another name")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing when it worked")
     p.add_argument("--json", action="store_true", help="print what was removed as one JSON object")
 
@@ -918,9 +923,10 @@ def cmd_sort(args) -> int:
         return EXIT_INTERRUPTED
     groups = sorted(f for f in summary.folders if f.startswith(UNKNOWN + "/"))
     hint = ""
-    if groups and not summary.dry_run:
-        hint = (f"name a group: animeface enroll NAME {Path(args.dst) / groups[0]}/ ; then "
-              f"'animeface sort --undo {args.dst}' and sort again to file its pictures under NAME")
+    if groups:
+        if not summary.dry_run:
+            hint = (f"name a group: animeface enroll NAME {Path(args.dst) / groups[0]}/ ; then "
+                    f"'animeface sort --undo {args.dst}' and sort again to file its pictures under NAME")
     elif grouping and summary.folders.get(UNKNOWN):
         hint = (f"no group formed: a group needs {MIN_GROUP} or more unknown faces alike, so the unknown pictures "
                 f"are in {UNKNOWN}/ as they are")
@@ -976,17 +982,22 @@ def cmd_list(args) -> int:
 
 
 def cmd_forget(args) -> int:
+    from .errors import ImageError
+
     rec = open_recognizer(args)
     try:
-        removed = rec.forget(args.name)
-    except KeyError as exc:
+        removed = rec.forget(args.name, args.pictures or None)
+    except (KeyError, ImageError) as exc:
         _say(f"error: {exc.args[0]}")
+        return EXIT_ERROR
+    if args.pictures and not removed:
+        _say(f"error: none of these pictures is enrolled as {args.name}")
         return EXIT_ERROR
     rec.save()
     if args.json:
         print(json.dumps({"forgot": args.name, "faces": removed, "gallery": str(rec.path)}, ensure_ascii=False))
     elif not args.quiet:
-        print(f"forgot {args.name} ({removed} face(s))")
+        print(f"forgot {removed} face(s) of {args.name}" if args.pictures else f"forgot {args.name} ({removed} face(s))")
     return EXIT_OK
 
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from . import models, runtime
-from .boxes import Box, nms
+from .boxes import Box, nms, same_place
 from .errors import ModelError
 from .pth import read_state_dict
 from .quiet import native_stderr_silenced
@@ -299,7 +299,7 @@ class FaceBoxesDetector:
             self.passes["cascade"] += 1
             more += [(tuple(box), box.score, 0.0) for box in self.second_opinion.detect(rgb)]
         for rect, score, angle in more:
-            if not any(_overlap(rect, other) for other in rects):
+            if not any(same_place(rect, other) for other in rects):
                 rects.append(rect)
                 scores.append(score)
                 angles.append(angle)
@@ -370,14 +370,6 @@ def as_cascade_box(box) -> tuple[float, float, float, float]:
     side = (w / ratio_w + h / ratio_h) / 2
     cx, cy = x + w / 2 - shift_x * side, y + h / 2 - shift_y * side
     return cx - side / 2, cy - side / 2, side, side
-
-
-def _overlap(a, b) -> bool:
-    """Whether box a's centre lies in box b or b's in a."""
-    def inside(p, q):
-        cx, cy = p[0] + p[2] / 2, p[1] + p[3] / 2
-        return q[0] <= cx <= q[0] + q[2] and q[1] <= cy <= q[1] + q[3]
-    return inside(a, b) or inside(b, a)
 
 
 def frame(rgb: np.ndarray, framing: str, side: int) -> tuple[np.ndarray, float, np.ndarray]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import files
-from .boxes import iou
+from .boxes import same_place
 from .embed import Recipe
 from .errors import CharacterNameError, GalleryError
 from .io import max_pixels
@@ -51,8 +51,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NOT_IN_NAMES = ("Cc", "Zl", "Zp")
 #: Exact search is fastest up to about this many characters; above it, HNSW.
 EXACT_SEARCH_LIMIT = 100_000
-#: Two boxes of one picture overlapping this much (intersection over union) frame the same face.
-SAME_FACE_IOU = 0.5
 
 
 def validate_name(name: str) -> str:
@@ -124,10 +122,10 @@ class Gallery:
         return any(e["label"] == label and e["sha256"] == sha256 and box in (None, e.get("box")) for e in self.entries)
 
     def enrolled_as(self, sha256: str, box) -> str | None:
-        """The name this face is enrolled under, if any: an entry of the same picture whose box covers
-        much the same place (intersection over union from SAME_FACE_IOU). One face is one character."""
+        """The name this face is enrolled under, if any: an entry of the same picture whose box is at
+        the same place (boxes.same_place). One face is one character."""
         return next((e["label"] for e in self.entries if e["sha256"] == sha256 and "box" in e
-                     and iou(e["box"], box) >= SAME_FACE_IOU), None)
+                     and same_place(e["box"], box)), None)
 
     def add(self, vectors: np.ndarray, entries: list[dict]) -> None:
         vectors = np.asarray(vectors, np.float32).reshape(-1, self.dim)
@@ -152,13 +150,13 @@ class Gallery:
 
     def replay(self, changes: list[tuple]) -> None:
         """Make here the changes made to another copy of this gallery: its removals, and its
-        additions of faces not enrolled here already."""
+        additions of faces not enrolled here already (under any name: the first save keeps a face)."""
         for change in changes:
             if change[0] == "remove":
                 self.remove(*change[1:])
                 continue
             vectors, entries = change[1:]
-            new = [i for i, e in enumerate(entries) if not self.has(e["label"], e["sha256"], e.get("box"))]
+            new = [i for i, e in enumerate(entries) if self.enrolled_as(e["sha256"], e["box"]) is None]
             if new:
                 self.add(vectors[new], [entries[i] for i in new])
 

@@ -110,15 +110,22 @@ def name_key(name: str) -> str:
 
 def names_match(label: str, name: str) -> bool:
     """Whether a gallery label names the bank character of this training folder's name: the same
-    name_key once any bracketed qualifier is set aside, and the same qualifier where both have one
-    ("aqua" and "Aqua (KonoSuba)" name "aqua_(konosuba)", "aqua (hololive)" does not)."""
+    name_key, or the same once any bracketed qualifier is set aside and qualifiers that agree where
+    both have one (one's words among the other's): "aqua", "Aqua KonoSuba" and "Aqua (KonoSuba)"
+    name "aqua_(konosuba)", "aqua (hololive)" does not; "Abigail Williams (Fate/Grand Order)"
+    names "abigail_williams_(fate)"."""
+    key = name_key(label)
+    if key and key == name_key(name):
+        return True
     (base, qualifier), (bank_base, bank_qualifier) = _name_parts(label), _name_parts(name)
-    return base != "" and base == bank_base and (qualifier == bank_qualifier or "" in (qualifier, bank_qualifier))
+    return base != "" and base == bank_base and (qualifier <= bank_qualifier or bank_qualifier <= qualifier)
 
 
-def _name_parts(name: str) -> tuple[str, str]:
-    """(the name_key of a name without its bracketed qualifiers, that of the qualifiers)."""
-    return name_key(re.sub(r"\([^)]*\)", " ", name)), name_key(" ".join(re.findall(r"\(([^)]*)\)", name)))
+def _name_parts(name: str) -> tuple[str, set[str]]:
+    """(the name_key of a name without its bracketed qualifiers, the qualifiers' words)."""
+    name = unicodedata.normalize("NFKC", name)  # full-width brackets too
+    qualifier = name_key(" ".join(re.findall(r"\(([^)]*)\)", name)))
+    return name_key(re.sub(r"\([^)]*\)", " ", name)), set(qualifier.split("_")) - {""}
 
 
 def gallery_bank(labels, faces: np.ndarray | None, characters: np.ndarray | None,

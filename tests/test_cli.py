@@ -387,6 +387,20 @@ def test_enroll_list_identify_forget(capsys, tmp_path, random_backbone):
     assert out.strip() == "gura\t4"
 
 
+def test_a_face_enrolled_under_the_wrong_name_is_forgotten_alone_and_enrolled_again(capsys, tmp_path, random_backbone):
+    gallery, pictures = tmp_path / "g", crops("gura", 0, 4)
+    run(capsys, "enroll", "gura", *pictures, "--faces", "whole", "--gallery", gallery, "-q")
+    code, out, _ = run(capsys, "enroll", "Gawr Gura", pictures[0], "--faces", "whole", "--gallery", gallery)
+    assert code == EXIT_OK and "skipped 1 (its face is enrolled as gura)" in out
+    code, out, _ = run(capsys, "forget", "gura", pictures[0], "--gallery", gallery)
+    assert code == EXIT_OK and out.strip() == "forgot 1 face(s) of gura"
+    code, out, err = run(capsys, "forget", "gura", pictures[0], "--gallery", gallery)
+    assert code == EXIT_ERROR and "none of these pictures is enrolled as gura" in err
+    run(capsys, "enroll", "Gawr Gura", pictures[0], "--faces", "whole", "--gallery", gallery, "-q")
+    code, out, _ = run(capsys, "list", "--gallery", gallery)
+    assert out.split("\n")[:2] == ["gura\t3", "Gawr Gura\t1"]
+
+
 def test_enroll_folders_names_characters_after_subfolders(capsys, tmp_path, random_backbone):
     root = tmp_path / "people"
     for name in CHARACTERS[:2]:

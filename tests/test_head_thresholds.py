@@ -139,7 +139,10 @@ def test_a_bank_character_a_gallery_enrolls_under_its_name_leaves_that_gallery_s
     assert sorted(own) == ["Abigail Williams (Fate)", "Miku Hatsune", "gura", "Ｇｕｒａ"]  # another Aqua, "my gura" not
     assert own["Miku Hatsune"].ravel().tolist() == [3, 4, 5] and own["Ｇｕｒａ"].ravel().tolist() == [0, 1, 2]
     assert strangers.ravel().tolist() == [6, 7, 8] + list(range(12, 24))
-    assert gallery_bank(["Aqua (KonoSuba)"], faces, characters, names)[1]["Aqua (KonoSuba)"].ravel().tolist() == [6, 7, 8]
+    for label in ("Aqua (KonoSuba)", "Aqua（KonoSuba）", "Aqua KonoSuba"):
+        assert gallery_bank([label], faces, characters, names)[1][label].ravel().tolist() == [6, 7, 8]
+    assert list(gallery_bank(["Abigail Williams (Fate/Grand Order)"], faces, characters, names)[1]) == [
+        "Abigail Williams (Fate/Grand Order)"]
     assert gallery_bank(labels, faces, characters, [])[0].ravel().tolist() == list(range(24))  # a card without names
     assert gallery_bank(labels, None, None, []) == (None, {})
 

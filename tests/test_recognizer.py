@@ -52,8 +52,21 @@ def test_a_face_enrolled_under_one_name_is_not_enrolled_under_another(gallery_co
     assert rec.characters["calli"] == ENROLL_SHOTS and rec.characters["Mori Calliope"] == 1
     with pytest.raises(ValueError, match="already enrolled as calli; forget it there first"):
         rec.enroll_face("Mori Calliope", again[0])
-    rec.forget("calli")
+    assert rec.forget("calli", again) == 2 and rec.characters["calli"] == ENROLL_SHOTS - 2
     assert rec.enroll("Mori Calliope", again, faces="whole").skipped == []
+    assert rec.characters["Mori Calliope"] == 3
+
+
+def test_the_same_face_framed_otherwise_is_still_the_same_face(gallery_copy, shared_data):
+    # a looser or tighter box, or the crop it came from taken whole, frames the face already enrolled
+    rec = open_copy(gallery_copy)
+    scene = shared_data / "illustrations" / "set_b" / "test_2.jpg"
+    entry = rec.enroll_face("Alice", scene, box=[1318, 228, 430, 429])
+    for box in ([1189, 98, 688, 688], [1400, 300, 250, 250]):
+        with pytest.raises(ValueError, match="already enrolled as Alice"):
+            rec.enroll_face("Dave", scene, box=box)
+    other_face = rec.enroll_face("Bob", scene, box=[100, 100, 300, 300])  # another place: another face
+    assert other_face["label"] == "Bob" and entry["label"] == "Alice"
 
 
 def test_held_out_faces_are_mostly_named_right(gallery_copy):

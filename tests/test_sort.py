@@ -356,6 +356,12 @@ def test_a_grouping_sort_that_forms_no_group_says_why(two_characters, tmp_path, 
     out = capsys.readouterr().out
     assert f"no group formed: a group needs {cluster.MIN_GROUP} or more unknown faces alike" in out
     assert "name a group" not in out
+    # a dry run that forms a group says neither: it made no folder to name
+    monkeypatch.setattr(cluster, "group", lambda vectors, threshold, pictures: np.arange(len(vectors)) % 2 - 1)
+    argv[2] = str(tmp_path / "other")
+    assert main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "_unknown/group-01/: 6" in out and "no group formed" not in out and "name a group" not in out
 
 
 def test_an_interrupted_group_unknown_run_resumes_into_the_same_groups(two_characters, tmp_path, empty_rec,
