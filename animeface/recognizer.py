@@ -446,12 +446,13 @@ class Recognizer:
         return report
 
     def forget(self, name: str, pictures=None) -> int:
-        """Remove a character, or only its faces of these pictures (paths, bytes, arrays or PIL images,
-        known by their content); returns how many faces went. Unknown names raise KeyError, an
+        """Remove a character, or only its faces of these pictures (paths, folders, bytes, arrays or PIL
+        images, known by their content); returns how many faces went. Unknown names raise KeyError, an
         unreadable picture ImageError, before anything is removed."""
         if name not in self.characters:
             raise KeyError(f"{name!r} is not enrolled; enrolled: {', '.join(self.characters) or 'nobody'}")
-        digests = [None] if pictures is None else [_sha256(_read(src, describe(src))) for src in _as_list(pictures)]
+        digests = [None] if pictures is None else [_sha256(_read(src, describe(src)))
+                                                   for src in _expand(_as_list(pictures))]
         removed = sum(self.gallery.remove(name, digest) for digest in digests)
         if removed:
             self._refit()
