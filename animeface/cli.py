@@ -982,23 +982,32 @@ def cmd_list(args) -> int:
 
 
 def cmd_forget(args) -> int:
+    """A character, or its faces of the pictures given; a picture not enrolled under that name is
+    said on stderr (with the names it is enrolled under) and counts as failed."""
     from .errors import ImageError
 
     rec = open_recognizer(args)
     try:
-        removed = rec.forget(args.name, args.pictures or None)
+        files = [path for path, _ in _pictures(args.pictures)]
+        names_of = {path: rec.names_of(path) for path in files}
+        removed = rec.forget(args.name, files if args.pictures else None)
     except (KeyError, ImageError) as exc:
         _say(f"error: {exc.args[0]}")
         return EXIT_ERROR
-    if args.pictures and not removed:
-        _say(f"error: none of these pictures is enrolled as {args.name}")
-        return EXIT_ERROR
-    rec.save()
+    missing = [path for path in files if args.name not in names_of[path]]
+    for path in missing:
+        elsewhere = f" (enrolled as {', '.join(names_of[path])})" if names_of[path] else ""
+        _failed(f"{path}: not enrolled as {args.name}{elsewhere}")
+    if removed:
+        rec.save()
     if args.json:
-        print(json.dumps({"forgot": args.name, "faces": removed, "gallery": str(rec.path)}, ensure_ascii=False))
-    elif not args.quiet:
+        print(json.dumps({"forgot": args.name, "faces": removed, "gallery": str(rec.path),
+                          **({"pictures": [str(p) for p in files if p not in missing],
+                              "not_enrolled": [{"path": str(p), "enrolled_as": names_of[p]} for p in missing]}
+                             if args.pictures else {})}, ensure_ascii=False))
+    elif not args.quiet and removed:
         print(f"forgot {removed} face(s) of {args.name}" if args.pictures else f"forgot {args.name} ({removed} face(s))")
-    return EXIT_OK
+    return _status(len(files) - len(missing), len(missing)) if args.pictures else EXIT_OK
 
 
 def cmd_serve(args) -> int:

@@ -148,17 +148,23 @@ class Gallery:
         self.changes.append(("remove", label, sha256, box))
         return removed
 
-    def replay(self, changes: list[tuple]) -> None:
+    def replay(self, changes: list[tuple]) -> list[tuple[dict, str]]:
         """Make here the changes made to another copy of this gallery: its removals, and its
-        additions of faces not enrolled here already (under any name: the first save keeps a face)."""
+        additions of faces not enrolled here already. A face enrolled here under another name keeps
+        it (the first save keeps a face): returns those additions left out, each with that name."""
+        lost = []
         for change in changes:
             if change[0] == "remove":
                 self.remove(*change[1:])
                 continue
             vectors, entries = change[1:]
-            new = [i for i, e in enumerate(entries) if self.enrolled_as(e["sha256"], e["box"]) is None]
+            owners = [self.enrolled_as(e["sha256"], e["box"]) if "box" in e
+                      else e["label"] if self.has(e["label"], e["sha256"]) else None for e in entries]
+            lost += [(e, owner) for e, owner in zip(entries, owners) if owner not in (None, e["label"])]
+            new = [i for i, owner in enumerate(owners) if owner is None]
             if new:
                 self.add(vectors[new], [entries[i] for i in new])
+        return lost
 
     def centroids(self) -> np.ndarray:
         """Each character's mean vector, unit length, one row per name of `characters`."""

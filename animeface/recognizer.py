@@ -458,6 +458,11 @@ class Recognizer:
             self._refit()
         return removed
 
+    def names_of(self, picture) -> list[str]:
+        """The names this picture's faces are enrolled under (known by its content), in enrolment order."""
+        digest = _sha256(_read(picture, describe(picture)))
+        return list(dict.fromkeys(e["label"] for e in self.gallery.entries if e["sha256"] == digest))
+
     def run_description(self) -> dict:
         """What made this recognizer's vectors, as a cluster run records it."""
         return {"backbone_id": self.embedder.backbone_id, **self.embedder.description}
@@ -606,7 +611,9 @@ class Recognizer:
         mine = self.gallery
         self._take(*saved)
         if mine.changes:
-            self.gallery.replay(mine.changes)
+            for entry, owner in self.gallery.replay(mine.changes):
+                warnings.warn(f"{entry['source']}: another program enrolled its face as {owner} meanwhile; it is "
+                              f"not enrolled as {entry['label']} (one face, one character)", stacklevel=3)
             self._refit()
 
     def _refit(self) -> None:

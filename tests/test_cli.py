@@ -395,15 +395,20 @@ def test_a_face_enrolled_under_the_wrong_name_is_forgotten_alone_and_enrolled_ag
     code, out, _ = run(capsys, "forget", "gura", pictures[0], "--gallery", gallery)
     assert code == EXIT_OK and out.strip() == "forgot 1 face(s) of gura"
     code, out, err = run(capsys, "forget", "gura", pictures[0], "--gallery", gallery)
-    assert code == EXIT_ERROR and "none of these pictures is enrolled as gura" in err
+    assert code == EXIT_NOTHING_DONE and f"{pictures[0]}: not enrolled as gura" in err
     folder = tmp_path / "wrong"
     folder.mkdir()
     (folder / "x.jpg").symlink_to(pictures[1])
     code, out, _ = run(capsys, "forget", "gura", folder, "--gallery", gallery)
     assert code == EXIT_OK and out.strip() == "forgot 1 face(s) of gura"
     run(capsys, "enroll", "Gawr Gura", pictures[0], "--faces", "whole", "--gallery", gallery, "-q")
+    code, out, err = run(capsys, "forget", "gura", pictures[2], pictures[0], "--json", "--gallery", gallery)
+    assert code == EXIT_SOME_FAILED and f"{pictures[0]}: not enrolled as gura (enrolled as Gawr Gura)" in err
+    report = json.loads(out)
+    assert report["faces"] == 1 and report["pictures"] == [str(pictures[2])]
+    assert report["not_enrolled"] == [{"path": str(pictures[0]), "enrolled_as": ["Gawr Gura"]}]
     code, out, _ = run(capsys, "list", "--gallery", gallery)
-    assert out.split("\n")[:2] == ["gura\t2", "Gawr Gura\t1"]
+    assert out.split("\n")[:2] == ["gura\t1", "Gawr Gura\t1"]
 
 
 def test_enroll_folders_names_characters_after_subfolders(capsys, tmp_path, random_backbone):

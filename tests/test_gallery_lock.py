@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from animeface import Recognizer
 from animeface.serve import Service
 
@@ -28,6 +29,19 @@ def test_two_recognizers_saving_one_gallery_keep_both_changes(gallery_copy):
     first.forget("mumei")  # a change to a character the other writer had enrolled meanwhile
     first.save()
     assert open_copy(gallery_copy).characters == {k: v for k, v in expected.items() if k != "mumei"}
+
+
+def test_one_face_enrolled_under_two_names_at_once_keeps_the_first_saved_and_says_so(gallery_copy):
+    first, second = open_copy(gallery_copy), open_copy(gallery_copy)
+    face = crops("mumei", 0, 1)
+    first.enroll("mumei", face, faces="whole")
+    second.enroll("Nanashi Mumei", face + crops("mumei", 1, 1), faces="whole")
+    first.save()
+    with pytest.warns(UserWarning, match=f"{face[0]}: another program enrolled its face as mumei meanwhile; "
+                                         "it is not enrolled as Nanashi Mumei"):
+        second.save()
+    saved = open_copy(gallery_copy).characters
+    assert saved["mumei"] == 1 and saved["Nanashi Mumei"] == 1
 
 
 def test_two_enroll_commands_at_once_both_land(tmp_path):
