@@ -234,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-unknown", action="store_true",
                    help="file the pictures with no named face into _unknown/group-01/, group-02/, ... by character "
                         "(01 the largest group), grouped as 'animeface cluster' groups them (a group needs at least 5 "
-                        "faces); a picture whose faces fit no group goes to _unknown/. Needs no gallery: without one, every picture with a face "
-                        "is grouped. With no gallery yet at the default place, sort does this by itself")
+                        "faces); a picture whose faces fit no group goes to _unknown/. Needs no gallery: without one, "
+                        "every picture with a face is grouped. With no gallery yet at the default place, sort does "
+                        "this by itself")
     p.add_argument("--similarity", type=float, metavar="S",
                    help="with --group-unknown: mean cosine similarity two groups need to merge (default: from the "
                         "embedder's calibration; higher gives smaller, purer groups)")
