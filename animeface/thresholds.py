@@ -108,24 +108,24 @@ def name_key(name: str) -> str:
     return "_".join(sorted(words))
 
 
-def names_match(label: str, name: str) -> bool:
-    """Whether a gallery label names the bank character of this training folder's name: the same
-    name_key, or the same once any bracketed qualifier is set aside and qualifiers that agree where
-    both have one (one's words among the other's): "aqua", "Aqua KonoSuba" and "Aqua (KonoSuba)"
-    name "aqua_(konosuba)", "aqua (hololive)" does not; "Abigail Williams (Fate/Grand Order)"
-    names "abigail_williams_(fate)"."""
-    key = name_key(label)
-    if key and key == name_key(name):
-        return True
-    (base, qualifier), (bank_base, bank_qualifier) = _name_parts(label), _name_parts(name)
-    return base != "" and base == bank_base and (qualifier <= bank_qualifier or bank_qualifier <= qualifier)
-
-
-def _name_parts(name: str) -> tuple[str, set[str]]:
-    """(the name_key of a name without its bracketed qualifiers, the qualifiers' words)."""
+def name_forms(name: str) -> tuple[str, str, frozenset[str]]:
+    """What names_match compares of a name: its name_key, the name_key of it without its bracketed
+    qualifiers, and the qualifiers' words."""
     name = unicodedata.normalize("NFKC", name)  # full-width brackets too
     qualifier = name_key(" ".join(re.findall(r"\(([^)]*)\)", name)))
-    return name_key(re.sub(r"\([^)]*\)", " ", name)), set(qualifier.split("_")) - {""}
+    return name_key(name), name_key(re.sub(r"\([^)]*\)", " ", name)), frozenset(qualifier.split("_")) - {""}
+
+
+def names_match(label: tuple, name: tuple) -> bool:
+    """Whether a gallery label names the bank character of this training folder's name (both as
+    name_forms gives them): the same name_key, or the same once any bracketed qualifier is set
+    aside and qualifiers that agree where both have one (one's words among the other's): "aqua",
+    "Aqua KonoSuba" and "Aqua (KonoSuba)" name "aqua_(konosuba)", "aqua (hololive)" does not;
+    "Abigail Williams (Fate/Grand Order)" names "abigail_williams_(fate)"."""
+    (key, base, qualifier), (bank_key, bank_base, bank_qualifier) = label, name
+    if key and key == bank_key:
+        return True
+    return base != "" and base == bank_base and (qualifier <= bank_qualifier or bank_qualifier <= qualifier)
 
 
 def gallery_bank(labels, faces: np.ndarray | None, characters: np.ndarray | None,
@@ -141,9 +141,13 @@ def gallery_bank(labels, faces: np.ndarray | None, characters: np.ndarray | None
     """
     if faces is None:
         return None, {}
+    bank = [name_forms(name) for name in names]
     own, linked = {}, np.zeros(len(faces), bool)
     for label in dict.fromkeys(labels):
-        numbers = [number for number, name in enumerate(names) if names_match(label, name)]
+        forms = name_forms(label)
+        numbers = [number for number, name in enumerate(bank) if names_match(forms, name)]
+        if not numbers:
+            continue
         rows = np.isin(characters, numbers)
         if rows.any():
             own[label] = faces[rows]
