@@ -252,7 +252,7 @@ def train(roots, out: Path, *, name: str = "projection", backbone=None, seed: in
         "stranger_bank": {"faces": len(projection.strangers),
                           "characters": int(len(np.unique(projection.stranger_characters))),
                           "what": "projected faces of the training characters, original view",
-                          "names": [label.partition(":")[2][:MAX_NAME] for label in np.unique(labels)]},
+                          "names": bank_names(labels)},
     }
     return projection.save(path, card)
 
@@ -283,3 +283,9 @@ def stranger_bank(vectors: np.ndarray, labels: np.ndarray, seed: int,
     rows = np.concatenate([rng.permutation(np.flatnonzero(index == c))[:per_character]
                            for c in range(len(characters))])
     return vectors[rows], index[rows].astype(np.int32)
+
+
+def bank_names(labels: np.ndarray) -> list[str]:
+    """The stranger bank's characters' names, by character number, as the card gives them: each
+    training folder's name ("0:gura" -> "gura"), cut to the length a card may hold."""
+    return [label.partition(":")[2][:MAX_NAME] for label in np.unique(labels)]

@@ -40,7 +40,7 @@ from animeface.head import SoftmaxHead
 from animeface.models import STRANGER_REFUSAL
 from animeface.recognizer import Recognizer
 from animeface.thresholds import _similarity_per_class
-from animeface.train import FOLDS, SHRINKAGE, fitted_projection, training_features
+from animeface.train import FOLDS, SHRINKAGE, bank_names, fitted_projection, training_features
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOTS = [SHARED / "faces" / name for name in ("holoen20", "moeimouto10", "extra8")]
@@ -131,7 +131,7 @@ def fold_space(views, labels, fit, recipe, shrinkage):
     projection, carrying the stranger bank of the fitted characters and, as `animeface train`
     writes them on its card, their names."""
     projection = fitted_projection({k: v[fit] for k, v in views.items()}, labels[fit], recipe, 0, shrinkage)
-    projection.card = {"stranger_bank": {"names": [label.partition(":")[2] for label in np.unique(labels[fit])]}}
+    projection.card = {"stranger_bank": {"names": bank_names(labels[fit])}}
     return projection(views["original"]), projection
 
 
