@@ -129,6 +129,18 @@ def test_every_labelled_face_is_found(learned, name):
         assert any(iou(b, truth) >= 0.3 for b in boxes), (truth, boxes)
 
 
+@pytest.mark.parametrize("name", ["set_a/detect_06.jpg", "set_a/detect_08.jpg",
+                                  "set_c/arkel23+animesion/eren_face.jfif"])
+def test_a_face_with_its_eyes_covered_is_found(learned, name):
+    """A blindfold or sunglasses, drawn as a dark band over the eyes: the verifier reads eyes, so it
+    must not veto the picture's best face when the network gives it even odds or more."""
+    rgb = load_image(SHARED / "illustrations" / name).copy()
+    (x, y, w, h), = TRUTH[name]
+    rgb[int(y + 0.38 * h):int(y + 0.62 * h), max(x, 0):x + w] = 20
+    boxes = learned.detect(rgb)
+    assert any(iou(b, TRUTH[name][0]) >= 0.3 for b in boxes), boxes
+
+
 def test_a_lying_head_is_found_and_cut_upright(learned):
     """The picture turned a quarter: only the turned framing finds the face, its box carries the turn
     back, and the crop cut with it matches the upright face's crop far better than one cut without."""
