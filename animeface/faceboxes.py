@@ -248,7 +248,7 @@ class FaceBoxesDetector:
     cascade finds, and would veto the unusual faces this network is for. For the same reason it never
     vetoes the picture's best box at `threshold` or above: it reads eyes, and a face whose eyes are
     hidden (a blindfold, sunglasses, hair) scores near 0 with it (eyes covered by a dark band on the
-    labelled illustrations: 16 faces found and 18 of 26 pictures with a box, against 7 and 9 when it
+    labelled illustrations: 16 faces found and 17 of 23 pictures with a box, against 7 and 8 when it
     could veto the best box; the pictures as drawn lost no face and gained no false box).
 
     second_opinion: a cascade.CascadeDetector, run where small faces were found or no sure one
