@@ -129,8 +129,7 @@ def test_every_labelled_face_is_found(learned, name):
         assert any(iou(b, truth) >= 0.3 for b in boxes), (truth, boxes)
 
 
-@pytest.mark.parametrize("name", ["set_a/detect_06.jpg", "set_a/detect_08.jpg",
-                                  "set_c/arkel23+animesion/eren_face.jfif"])
+@pytest.mark.parametrize("name", ["set_a/detect_06.jpg", "set_a/detect_07.jpg", "set_a/detect_08.jpg"])
 def test_a_face_with_its_eyes_covered_is_found(learned, name):
     """A blindfold or sunglasses, drawn as a dark band over the eyes: the verifier reads eyes, so it
     must not veto the picture's best face when the network gives it even odds or more."""
