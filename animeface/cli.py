@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="place each picture by the faces an index of SRC ('animeface index SRC --out DIR') holds, "
                         "detecting and embedding nothing again (its gallery named them); a picture it does not "
                         "hold, or that changed since, is left in place")
-    p.add_argument("--undo", metavar="DST", help="reverse the latest sort into DST instead")
+    p.add_argument("--undo", metavar="DST",
+                   help="reverse the latest sort into DST instead (with --dry-run: only say what it would do)")
     p.add_argument("-v", "--verbose", action="store_true", help="print each file's action as it is done")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object (the last line)")
 
@@ -883,7 +884,7 @@ def cmd_sort(args) -> int:
     if args.undo:
         if args.src or args.dst:
             raise UsageError("sort: --undo DST takes no other folders")
-        summary = undo(args.undo, log=None if args.quiet or args.json else print)
+        summary = undo(args.undo, dry_run=args.dry_run, log=None if args.quiet or args.json else print)
         print(json.dumps(summary.to_dict(), ensure_ascii=False) if args.json else summary)
         return EXIT_SOME_FAILED if summary.kept else EXIT_OK
     if not (args.src and args.dst):

@@ -140,13 +140,18 @@ class UndoSummary:
     restored: int = 0
     removed: int = 0
     kept: list[tuple[str, str]] = field(default_factory=list)
+    dry_run: bool = False
 
     def to_dict(self) -> dict:
-        return {"restored": self.restored, "removed": self.removed,
+        return {"restored": self.restored, "removed": self.removed, "dry_run": self.dry_run,
                 "kept": [{"path": path, "reason": why} for path, why in self.kept]}
 
     def __str__(self) -> str:
-        lines = [f"undone: {self.restored} file(s) put back, {self.removed} copy(ies) removed"]
+        if self.dry_run:
+            lines = [f"dry run, nothing changed; undo would put back {self.restored} file(s) and remove "
+                     f"{self.removed} copy(ies)"]
+        else:
+            lines = [f"undone: {self.restored} file(s) put back, {self.removed} copy(ies) removed"]
         lines += [f"  left {path}: {why}" for path, why in self.kept]
         return "\n".join(lines)
 
@@ -713,7 +718,7 @@ def _face_record(face, group: str | None = None) -> dict:
 # -- undo ----------------------------------------------------------------------------
 
 
-def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
+def undo(dst, *, dry_run: bool = False, log: Callable[[str], None] | None = None) -> UndoSummary:
     """Reverse the latest sort into dst, finished or interrupted.
 
     Sources that are gone (moved by the run) are put back, copied back from a
@@ -721,40 +726,44 @@ def undo(dst, *, log: Callable[[str], None] | None = None) -> UndoSummary:
     removed if they are unchanged. A copy that changed, or that holds a source
     which could not be put back, is kept and listed. The report and its
     thumbnails go too. Safe to repeat, and temporary files left by a killed
-    undo are removed by the next.
+    undo are removed by the next. dry_run: change nothing, and say what an
+    undo would do.
     """
     dst = Path(dst).expanduser().resolve()
     if Journal.latest(dst) is None:
         raise SortError(f"{dst}: no sort journal in {dst / STATE_DIR}, so nothing to undo")
     with _lock(dst):
-        return _undo(dst, log or (lambda line: None))
+        return _undo(dst, dry_run, log or (lambda line: None))
 
 
-def _undo(dst: Path, log: Callable[[str], None]) -> UndoSummary:
+def _undo(dst: Path, dry_run: bool, log: Callable[[str], None]) -> UndoSummary:
     path = Journal.latest(dst)
     entries = Journal.read(path)
     if any(e["op"] == "undone" for e in entries):
         raise SortError(f"{dst}: the latest sort ({path.name}) is already undone")
-    journal = Journal(path)
-    journal.write("undo", at=datetime.now().isoformat(timespec="seconds"))  # from now on, never resume this run
+    would = "would " if dry_run else ""
+    journal = None if dry_run else Journal(path)
+    if journal:
+        journal.write("undo", at=datetime.now().isoformat(timespec="seconds"))  # from now on, never resume this run
+        _remove_leftovers(dst)
     copies = [e for e in entries if e["op"] == "copy"]
     holders: dict[str, list[dict]] = {}
     for e in copies + [e for e in entries if e["op"] == "same"]:
         holders.setdefault(e["sha256"], []).append(e)
-    summary, stranded = UndoSummary(), set()
-    _remove_leftovers(dst)
+    summary, stranded = UndoSummary(dry_run=dry_run), set()
     for src, sha in {e["src"]: e["sha256"] for e in entries if e["op"] in ("copy", "same")}.items():
         src = Path(src)
-        files.remove_leftover_files(src.parent, of=src.name)  # of an undo that was killed
+        if journal:
+            files.remove_leftover_files(src.parent, of=src.name)  # of an undo that was killed
         if src.is_file() and sha256_file(src) == sha:
             continue
         if os.path.lexists(src):
             stranded.add(sha)
             summary.kept.append((str(src), "different bytes are at this path now; its sorted copies are kept"))
             continue
-        if _restore(src, holders[sha]):
+        if _unchanged_holder(holders[sha]) if dry_run else _restore(src, holders[sha]):
             summary.restored += 1
-            log(f"put back {src}")
+            log(f"{would}put back {src}")
         else:
             stranded.add(sha)
             summary.kept.append((str(src), "could not be put back: no unchanged copy of it is left"))
@@ -769,13 +778,17 @@ def _undo(dst: Path, log: Callable[[str], None]) -> UndoSummary:
         elif sha256_file(copy) != e["sha256"]:
             summary.kept.append((str(copy), "changed since the sort"))
         else:
-            copy.unlink()
             summary.removed += 1
-            log(f"remove {copy}")
+            log(f"{would}remove {copy}")
+            if dry_run:
+                continue
+            copy.unlink()
             folder = copy.parent  # and the folders the sort made that are now empty: _unknown/group-01/, _unknown/
             while folder != dst and not any(folder.iterdir()):
                 folder.rmdir()
                 folder = folder.parent
+    if dry_run:
+        return summary
     if not summary.kept:
         journal.write("undone", at=datetime.now().isoformat(timespec="seconds"))
     journal.close()
@@ -788,11 +801,20 @@ def _undo(dst: Path, log: Callable[[str], None]) -> UndoSummary:
 def _restore(src: Path, holders: list[dict]) -> bool:
     """Copy src back from the first unchanged file holding its bytes."""
     for e in holders:
-        holder = Path(e["dst"])
-        if holder.is_file() and holder.stat().st_size == e["size"] and sha256_file(holder) == e["sha256"]:
+        if _unchanged(e):
             try:
-                copy_verified(holder, src, e["sha256"], e["size"])
+                copy_verified(Path(e["dst"]), src, e["sha256"], e["size"])
                 return True
             except (AnimefaceError, OSError):  # FileExistsError included
                 continue
     return False
+
+
+def _unchanged_holder(holders: list[dict]) -> bool:
+    """Whether some file still holds these bytes unchanged: what _restore would copy back from."""
+    return any(_unchanged(e) for e in holders)
+
+
+def _unchanged(entry: dict) -> bool:
+    holder = Path(entry["dst"])
+    return holder.is_file() and holder.stat().st_size == entry["size"] and sha256_file(holder) == entry["sha256"]

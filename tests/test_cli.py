@@ -558,4 +558,4 @@ def test_sort_summary_as_json_and_verbose_actions(capsys, tmp_path, gallery_copy
     assert sum(summary["folders"].values()) == 2 and summary["report"] == str(dst.resolve() / ".animeface" / "report.html")
     assert len([line for line in lines[:-1] if line.startswith("copy ")]) == 2, "-v: each action"
     code, out, _ = run(capsys, "sort", "--undo", dst, "--json")
-    assert code == EXIT_OK and json.loads(out) == {"restored": 0, "removed": 2, "kept": []}
+    assert code == EXIT_OK and json.loads(out) == {"restored": 0, "removed": 2, "dry_run": False, "kept": []}

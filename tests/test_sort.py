@@ -146,6 +146,16 @@ def test_move_loses_no_file_and_undo_puts_every_file_back(messy, tmp_path, galle
     assert set(before.values()) == set(remaining.values()) | set(sorted_files.values()), "every file is somewhere"
     assert "sources removed 5" in capsys.readouterr().out
 
+    def every_byte():
+        return {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    held = every_byte()
+    assert main(["sort", "--undo", str(dst), "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert every_byte() == held, "a dry run of undo changes nothing"
+    lines = said.splitlines()
+    assert sum(line.startswith("would put back ") for line in lines) == 5
+    assert lines[-1] == "dry run, nothing changed; undo would put back 5 file(s) and remove 4 copy(ies)"
     assert main(["sort", "--undo", str(dst)]) == 0
     assert tree(messy) == before
     assert tree(dst) == {}
