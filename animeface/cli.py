@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints, escaped, rather than crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    quiet.quiet_tensorflow_env()
+    quiet.tensorflow_env()
     _plain_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -18,9 +18,13 @@ from contextlib import contextmanager
 TENSORFLOW_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR", "GLOG_minloglevel": "3"}
 
 
-def quiet_tensorflow_env() -> None:
-    """Ask TensorFlow for errors only, in the environment it reads when it is imported."""
-    for name, value in TENSORFLOW_ENV.items():
+def tensorflow_env() -> None:
+    """Ask TensorFlow for errors only, and Keras and matplotlib to keep their config and caches in
+    animeface's cache rather than ~/.keras and ~/.config, in the environment they read when imported."""
+    from .models import cache_dir
+
+    homes = {"KERAS_HOME": str(cache_dir() / "keras"), "MPLCONFIGDIR": str(cache_dir() / "matplotlib")}
+    for name, value in {**TENSORFLOW_ENV, **homes}.items():
         os.environ.setdefault(name, value)
 
 
@@ -28,7 +32,7 @@ def quiet_tensorflow_env() -> None:
 def native_stderr_silenced():
     """Inside the block, what native code writes to descriptor 2 is dropped; sys.stderr still
     reaches the terminal (it is moved to a copy of the original descriptor for the while)."""
-    quiet_tensorflow_env()
+    tensorflow_env()
     try:
         python_on_fd2 = sys.stderr.fileno() == 2
     except (AttributeError, OSError, ValueError):  # replaced by a test harness or an IDE: leave it be

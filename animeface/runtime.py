@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -37,10 +38,21 @@ def cache_folder(key) -> Path:
     return models.cache_dir() / "networks" / digest
 
 
+def _openvino():
+    """openvino, imported with its usage statistics off. Importing it otherwise sends an event to
+    Google Analytics and writes ~/intel/ on every run; animeface writes nothing outside its cache and
+    the folders it is given. Without openvino_telemetry, OpenVINO falls back on its own stub (a
+    program that imported the package itself keeps it)."""
+    sys.modules.setdefault("openvino_telemetry", None)  # `import openvino_telemetry` raises ImportError
+    import openvino
+
+    return openvino
+
+
 def save_converted(function, folder: Path, card: dict) -> None:
     """Convert a tf.function to OpenVINO and cache it in folder with its card, atomically;
     when another process cached it first, theirs is kept."""
-    import openvino as ov
+    ov = _openvino()
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = files.temp_dir(folder)
@@ -90,7 +102,7 @@ def compiled(folder: Path, precision: str, prepare, shape: tuple[int, ...] | Non
 
 
 def _compile(folder: Path, precision: str, shape: tuple[int, ...] | None):
-    import openvino as ov
+    ov = _openvino()
 
     card = read_card(folder)
     for name in MODEL_FILES:

@@ -166,15 +166,16 @@ def open_set_figures(views, labels, left_out, fold, args) -> dict[int, np.ndarra
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)))
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--margin", type=float, default=0.2)
-    parser.add_argument("--scale", type=float, default=16.0)
-    parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--shots", type=int, nargs="+", default=[5, 10])
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)), choices=range(FOLDS),
+                        help="which of open_set.py's folds of left-out characters to run (default: all 5)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of training per fold (default: 1)")
+    parser.add_argument("--lr", type=float, default=1e-5, help="Adam's learning rate (default: 1e-5)")
+    parser.add_argument("--margin", type=float, default=0.2, help="CosFace margin (default: 0.2)")
+    parser.add_argument("--scale", type=float, default=16.0, help="CosFace scale (default: 16)")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per fold and shots (default: 10)")
+    parser.add_argument("--shots", type=int, nargs="+", default=[5, 10], help="pictures enrolled per character")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the order faces are trained in")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -225,8 +225,13 @@ def test_a_full_picture_with_no_face_is_not_taken_whole(gallery_copy):
 
 
 def test_detect_command_takes_either_detector(tmp_path):
+    """Both detectors from the command line; and OpenVINO's usage statistics stay off: nothing is
+    written in the home folder (OpenVINO's import writes ~/intel/ and sends an event by default)."""
     picture = SHARED / "illustrations" / "set_a" / "detect_01.jpg"
-    env = {**os.environ, "ANIMEFACE_CASCADE": str(CASCADE), "ANIMEFACE_DETECTOR": str(FACEBOXES)}
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "ANIMEFACE_CASCADE": str(CASCADE), "ANIMEFACE_DETECTOR": str(FACEBOXES),
+           "HOME": str(home), "ANIMEFACE_CACHE": str(models.cache_dir())}
     counts = {}
     for kind in ("cascade", "faceboxes"):
         out = subprocess.run([sys.executable, "-m", "animeface", "detect", str(picture), "--detector", kind,
@@ -235,6 +240,7 @@ def test_detect_command_takes_either_detector(tmp_path):
         counts[kind] = int(out.stdout.split(": ")[1].split()[0])
         assert (tmp_path / kind / "detect_01.jpg").is_file()
     assert counts == {"cascade": len(TRUTH["set_a/detect_01.jpg"]), "faceboxes": len(TRUTH["set_a/detect_01.jpg"])}
+    assert list(home.iterdir()) == []
 
 
 def test_missing_weights_name_the_variable(tmp_path, monkeypatch):
