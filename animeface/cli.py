@@ -509,8 +509,10 @@ def face_text(face) -> str:
     where = "whole picture, taken as a face crop" if face.whole_picture else f"at {tuple(face.box)}"
     if face.label:
         return f"{face.label} {face.score:.2f} {where}"
-    guess = f"best guess {face.candidates[0][0]} {face.candidates[0][1]:.2f}, " if face.candidates else ""
-    return f"unknown {where} ({guess}{face.reason})"
+    if face.reason:  # it names the best guess and its probability
+        return f"unknown {where} ({face.reason})"
+    guess = f" (best guess {face.candidates[0][0]} {face.candidates[0][1]:.2f})" if face.candidates else ""
+    return f"unknown {where}{guess}"
 
 
 # -- the verbs --------------------------------------------------------------------------
