@@ -743,7 +743,7 @@ def _undo(dst: Path, dry_run: bool, log: Callable[[str], None]) -> UndoSummary:
         raise SortError(f"{dst}: the latest sort ({path.name}) is already undone")
     would = "would " if dry_run else ""
     journal = None if dry_run else Journal(path)
-    if journal:
+    if not dry_run:
         journal.write("undo", at=datetime.now().isoformat(timespec="seconds"))  # from now on, never resume this run
         _remove_leftovers(dst)
     copies = [e for e in entries if e["op"] == "copy"]
@@ -753,7 +753,7 @@ def _undo(dst: Path, dry_run: bool, log: Callable[[str], None]) -> UndoSummary:
     summary, stranded = UndoSummary(dry_run=dry_run), set()
     for src, sha in {e["src"]: e["sha256"] for e in entries if e["op"] in ("copy", "same")}.items():
         src = Path(src)
-        if journal:
+        if not dry_run:
             files.remove_leftover_files(src.parent, of=src.name)  # of an undo that was killed
         if src.is_file() and sha256_file(src) == sha:
             continue
@@ -761,7 +761,8 @@ def _undo(dst: Path, dry_run: bool, log: Callable[[str], None]) -> UndoSummary:
             stranded.add(sha)
             summary.kept.append((str(src), "different bytes are at this path now; its sorted copies are kept"))
             continue
-        if _unchanged_holder(holders[sha]) if dry_run else _restore(src, holders[sha]):
+        restorable = any(map(_unchanged, holders[sha])) if dry_run else _restore(src, holders[sha])
+        if restorable:
             summary.restored += 1
             log(f"{would}put back {src}")
         else:
@@ -810,11 +811,7 @@ def _restore(src: Path, holders: list[dict]) -> bool:
     return False
 
 
-def _unchanged_holder(holders: list[dict]) -> bool:
-    """Whether some file still holds these bytes unchanged: what _restore would copy back from."""
-    return any(_unchanged(e) for e in holders)
-
-
 def _unchanged(entry: dict) -> bool:
+    """Whether the file a journal entry copied to still holds its bytes unchanged."""
     holder = Path(entry["dst"])
     return holder.is_file() and holder.stat().st_size == entry["size"] and sha256_file(holder) == entry["sha256"]
