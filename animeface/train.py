@@ -100,11 +100,7 @@ def training_features(embedder: Embedder, roots, seed: int, progress: bool):
     seed, the labels and each file's content), so training again with other settings,
     measuring, or the same pictures copied elsewhere does not embed again.
     """
-    files, labels = [], []
-    for number, root in enumerate(roots):
-        for name, paths in character_folders(root).items():
-            files += paths
-            labels += [f"{number}:{name}"] * len(paths)
+    files, labels = training_files(roots)
     if not files:
         raise AnimefaceError("no pictures to train on")
     key = json.dumps([embedder.backbone_id, embedder.recipe.to_dict(), AUGMENTATION, seed, labels,
@@ -122,6 +118,17 @@ def training_features(embedder: Embedder, roots, seed: int, progress: bool):
     np.savez(buffer, labels=labels, failed=np.array(failed, dtype=str), **views)
     write_bytes(cached, buffer.getvalue(), replace=True)
     return views, labels, failed
+
+
+def training_files(roots) -> tuple[list[Path], list[str]]:
+    """Every face picture under roots (one folder per character), and its label: the root's number
+    and the folder's name ("0:gura"), so that two roots' characters of one name stay apart."""
+    files, labels = [], []
+    for number, root in enumerate(roots):
+        for name, paths in character_folders(root).items():
+            files += paths
+            labels += [f"{number}:{name}"] * len(paths)
+    return files, labels
 
 
 def _embed_views(embedder: Embedder, files: list[Path], seed: int, progress: bool):

@@ -37,11 +37,10 @@ from open_set import ROOTS, WEIGHTS, draw, episode_after, fold_space  # noqa: E4
 from animeface import models  # noqa: E402
 from animeface.crop import whole_image  # noqa: E402
 from animeface.embed import CHANNELS, Embedder, Recipe  # noqa: E402
-from animeface.evaluate import character_folders  # noqa: E402
 from animeface.files import write_bytes  # noqa: E402
 from animeface.io import load_image  # noqa: E402
 from animeface.recognizer import Recognizer  # noqa: E402
-from animeface.train import FOLDS, SHRINKAGE, training_features  # noqa: E402
+from animeface.train import FOLDS, SHRINKAGE, training_features, training_files  # noqa: E402
 
 VIEWS = ("original", "mirror")
 MAP_SHAPE = (17, 17, 768)
@@ -96,14 +95,15 @@ def pooled(block, maps) -> np.ndarray:
     return np.concatenate([run(np.asarray(maps[i:i + 64], np.float32)).numpy() for i in range(0, len(maps), 64)])
 
 
-def train_block(block, maps, labels, rows, args, checkpoints: Path):
+def train_block(block, maps, imagenet_mixed7, labels, rows, args, checkpoints: Path):
     """Train block (in place) on the faces of `rows` for args.epochs, from the last epoch checkpointed
-    under checkpoints (a name prefix) up to that, if any."""
+    under checkpoints (a name prefix) up to that, if any. imagenet_mixed7: every face's pooled mixed7
+    before training (original view), which the head's class directions start from."""
     import keras
     import tensorflow as tf
 
     classes, y = np.unique(labels[rows], return_inverse=True)
-    start = unit(np.sqrt(np.maximum(pooled(block, maps["original"][rows]), 0)))
+    start = unit(np.sqrt(np.maximum(imagenet_mixed7[rows], 0)))
     head = tf.Variable(np.stack([unit(start[y == c].mean(0, keepdims=True))[0] for c in range(len(classes))], 1))
 
     def checkpoint(epoch: int) -> Path:
@@ -181,21 +181,23 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     features, labels, _ = training_features(Embedder(str(WEIGHTS), projection=None, recipe=Recipe()), ROOTS,
                                             seed=0, progress=True)
-    files = [f for root in ROOTS for paths in character_folders(root).values() for f in paths]
-    if len(files) != len(labels):
+    files, file_labels = training_files(ROOTS)
+    if file_labels != list(labels):
         raise SystemExit("some faces could not be read: the cached maps would not line up with the features")
     folder = models.cache_dir() / "top_block"
     trunk, block = networks()
     maps = cached_maps(files, folder, trunk)
     imagenet = block.get_weights()
-    untrained = {v: with_mixed7(features[v], pooled(block, maps[v])) for v in VIEWS}
+    imagenet_mixed7 = {v: pooled(block, maps[v]) for v in VIEWS}
+    untrained = {v: with_mixed7(features[v], imagenet_mixed7[v]) for v in VIEWS}
     order = np.random.default_rng(0).permutation(np.unique(labels))
     setting = f"lr{args.lr:g}-m{args.margin:g}-s{args.scale:g}-seed{args.seed}"
     print("\n| fold | shots | untrained: known / strangers / AUROC / ECE | trained |\n|---|---|---|---|")
     for fold in args.folds:
         left_out = order[fold::FOLDS]
         block.set_weights(imagenet)
-        train_block(block, maps, labels, np.flatnonzero(~np.isin(labels, left_out)), args,
+        training_rows = np.flatnonzero(~np.isin(labels, left_out))
+        train_block(block, maps, imagenet_mixed7["original"], labels, training_rows, args,
                     folder / f"fold{fold}-{setting}")
         trained = {v: with_mixed7(features[v], pooled(block, maps[v])) for v in VIEWS}
         before = open_set_figures(untrained, labels, left_out, fold, args)
